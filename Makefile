@@ -1,0 +1,26 @@
+# The two commands of the Quickstart. Each does its own set-up on a fresh machine.
+PY := .venv/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: run test bench setup-run setup-test lint clean
+
+run: setup-run
+	$(PY) runners/run_all.py $(ARGS)
+
+test: setup-test
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: setup-test
+	$(PY) benchmarks/run_bench.py $(ARGS)
+
+lint: setup-test
+	.venv/bin/ruff check fbvision runners export benchmarks tests
+
+setup-run:
+	@bash scripts/setup.sh run
+
+setup-test:
+	@bash scripts/setup.sh test
+
+clean:
+	rm -rf .venv .pytest_cache .benchmarks runs

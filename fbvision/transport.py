@@ -1,0 +1,535 @@
+"""Everything that touches Redis: key names, commands, retries. No other module knows a key name.
+
+Keys (``K`` = the namespace prefix, empty by default; with a namespace every key is hash-tagged
+``{ns}:...`` so a Redis Cluster keeps them in one slot):
+
+=============================  ========  ====================================================================
+key                            type      what
+=============================  ========  ====================================================================
+``K batch_frames``             list      encoded frame messages, FIFO (RPUSH / LPOP), capped: oldest dropped
+``K batch_results:<p>``        stream    encoded result messages of the cameras hashed to partition ``p``;
+                                         consumer group ``logic``; entry field ``r``
+``K alerts:outbox``            stream    alert events (JSON), consumer group ``delivery``; field ``a``
+``K cameras:status``           hash      camera id -> status JSON (state, since, last_frame_ts, detail)
+``K stats:<stage>``            hash      counters of a stage (``frames_in``, ``dropped:stale`` ...)
+``K dead_letter``              list      (capped) JSON records of messages that could not be decoded
+``K logic:lease:<p>``          string    which logic worker owns result partition ``p`` (expires)
+``K logic:workers``            zset      live logic workers, scored by last heartbeat
+``K logic:episodes``           hash      camera id -> open alert episodes (JSON), so a restart re-raises nothing
+``K metrics:snapshots``          hash      process name -> its latest metrics snapshot (JSON: latency percentiles...)
+=============================  ========  ====================================================================
+
+Blocking calls always use a timeout below the socket timeout. Connection errors are retried with
+exponential back-off and jitter by redis-py; when the server stays away, :class:`TransportUnavailable`
+is raised and the caller's loop backs off and tries again (no stage dies from an outage).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import redis
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import AuthenticationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from fbvision.redact import redact_url
+
+if TYPE_CHECKING:
+    from fbvision.config import RedisConfig
+
+logger = logging.getLogger(__name__)
+
+RESULTS_GROUP = "logic"
+OUTBOX_GROUP = "delivery"
+PARTITION_CONSUMER = "owner"  # one consumer name per partition stream: its next owner inherits the pending list
+DEAD_LETTER_CAP = 1000
+
+# Push one frame, trim the list to the cap, count what the trim dropped - atomically.
+_PUSH_BOUNDED = """
+local n = 0
+for i = 3, #ARGV do n = redis.call('RPUSH', KEYS[1], ARGV[i]) end
+local cap = tonumber(ARGV[1])
+local dropped = 0
+if n > cap then
+  dropped = n - cap
+  redis.call('LTRIM', KEYS[1], -cap, -1)
+  redis.call('HINCRBY', KEYS[2], ARGV[2], dropped)
+end
+return dropped
+"""
+
+# Renew a lease only when we still hold it.
+_RENEW_LEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+_RELEASE_LEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+class TransportUnavailable(RuntimeError):
+    """Redis could not be reached after the retries; the caller should back off and try again."""
+
+
+@dataclass(frozen=True)
+class Keys:
+    namespace: str = ""
+
+    def _k(self, name: str) -> str:
+        return f"{{{self.namespace}}}:{name}" if self.namespace else name
+
+    @property
+    def frames(self) -> str:
+        return self._k("batch_frames")
+
+    def results(self, partition: int) -> str:
+        return self._k(f"batch_results:{partition}")
+
+    @property
+    def outbox(self) -> str:
+        return self._k("alerts:outbox")
+
+    @property
+    def camera_status(self) -> str:
+        return self._k("cameras:status")
+
+    def stats(self, stage: str) -> str:
+        return self._k(f"stats:{stage}")
+
+    @property
+    def dead_letter(self) -> str:
+        return self._k("dead_letter")
+
+    def lease(self, partition: int) -> str:
+        return self._k(f"logic:lease:{partition}")
+
+    @property
+    def logic_workers(self) -> str:
+        return self._k("logic:workers")
+
+    @property
+    def episodes(self) -> str:
+        return self._k("logic:episodes")
+
+    @property
+    def snapshots(self) -> str:
+        return self._k("metrics:snapshots")
+
+
+@dataclass(frozen=True)
+class StreamEntry:
+    stream_index: int  # partition number (results) or 0 (outbox)
+    entry_id: str
+    payload: bytes
+
+
+def _guard(fn):
+    """Turn connection failures that survived redis-py's retries into TransportUnavailable."""
+
+    def wrapper(self, *args, **kwargs):
+        try:
+            return fn(self, *args, **kwargs)
+        except AuthenticationError:
+            raise  # a wrong password is a configuration error, not an outage: no point in waiting
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise TransportUnavailable(f"redis at {self.safe_url} unavailable: {exc}") from exc
+
+    wrapper.__name__ = fn.__name__
+    wrapper.__doc__ = fn.__doc__
+    return wrapper
+
+
+class Transport:
+    """The pipeline's view of Redis. Thread-safe (redis-py pools connections)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        namespace: str = "",
+        frame_queue_cap: int = 256,
+        result_partitions: int = 8,
+        result_stream_maxlen: int = 100_000,
+        outbox_maxlen: int = 1_000_000,
+        socket_timeout_s: float = 5.0,
+        retry_initial_s: float = 0.1,
+        retry_max_s: float = 5.0,
+        retries: int = 6,
+        client_name: str | None = None,
+    ):
+        self.url = url
+        self.safe_url = redact_url(url)
+        self.keys = Keys(namespace)
+        self.frame_queue_cap = frame_queue_cap
+        self.result_partitions = result_partitions
+        self.result_stream_maxlen = result_stream_maxlen
+        self.outbox_maxlen = outbox_maxlen
+        self.socket_timeout_s = socket_timeout_s
+        self.retry_max_s = retry_max_s
+        self.client = redis.Redis.from_url(
+            url,
+            socket_timeout=socket_timeout_s,
+            socket_connect_timeout=min(socket_timeout_s, 2.0),
+            retry=Retry(ExponentialWithJitterBackoff(cap=retry_max_s, base=retry_initial_s), retries),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError, ConnectionResetError],
+            health_check_interval=10,
+            client_name=client_name,
+        )
+        self._push = self.client.register_script(_PUSH_BOUNDED)
+        self._renew = self.client.register_script(_RENEW_LEASE)
+        self._release = self.client.register_script(_RELEASE_LEASE)
+        self._groups_ready: set[str] = set()
+
+    @classmethod
+    def from_config(cls, cfg: RedisConfig, url: str | None = None, **kwargs) -> Transport:
+        url = url or cfg.url
+        if not url:
+            raise ValueError("no Redis URL: set redis.url / REDIS_URL, or start the embedded server")
+        return cls(
+            url,
+            namespace=cfg.namespace,
+            frame_queue_cap=cfg.frame_queue_cap,
+            result_partitions=cfg.result_partitions,
+            result_stream_maxlen=cfg.result_stream_maxlen,
+            socket_timeout_s=cfg.socket_timeout_s,
+            retry_initial_s=cfg.retry_initial_s,
+            retry_max_s=cfg.retry_max_s,
+            **kwargs,
+        )
+
+    def _block_s(self, timeout_s: float) -> float:
+        """Blocking timeouts stay below the socket timeout, or the socket would time out first."""
+        return max(0.001, min(timeout_s, self.socket_timeout_s * 0.8))
+
+    def close(self) -> None:
+        self.client.close()
+
+    @_guard
+    def ping(self) -> bool:
+        return bool(self.client.ping())
+
+    def wait_ready(self, timeout_s: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                self.ping()
+                return
+            except TransportUnavailable:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    # -- frames ------------------------------------------------------------------------------------
+    @_guard
+    def push_frames(self, messages: Sequence[bytes]) -> int:
+        """Append frames to ``batch_frames``; returns how many of the oldest were dropped to honour the cap."""
+        if not messages:
+            return 0
+        dropped = self._push(
+            keys=[self.keys.frames, self.keys.stats("queue")],
+            args=[self.frame_queue_cap, "dropped:queue_full", *messages],
+        )
+        return int(dropped)
+
+    def push_frame(self, message: bytes) -> int:
+        return self.push_frames([message])
+
+    @_guard
+    def pop_frames(self, max_n: int, timeout_s: float) -> list[bytes]:
+        """Up to ``max_n`` frames in FIFO order; blocks at most ``timeout_s`` for the first one."""
+        if max_n < 1:
+            return []
+        first = self.client.blpop([self.keys.frames], timeout=self._block_s(timeout_s))
+        if first is None:
+            return []
+        batch = [first[1]]
+        if max_n > 1:
+            rest = self.client.lpop(self.keys.frames, max_n - 1)
+            if rest:
+                batch.extend(rest)
+        return batch
+
+    @_guard
+    def pop_frames_nowait(self, max_n: int) -> list[bytes]:
+        if max_n < 1:
+            return []
+        return list(self.client.lpop(self.keys.frames, max_n) or [])
+
+    @_guard
+    def frame_queue_depth(self) -> int:
+        return int(self.client.llen(self.keys.frames))
+
+    # -- results -----------------------------------------------------------------------------------
+    def partition_of(self, camera_id: str) -> int:
+        """Stable camera -> partition map (crc32, the same in every process and language)."""
+        return zlib.crc32(camera_id.encode()) % self.result_partitions
+
+    @_guard
+    def publish_results(self, results: Iterable[tuple[str, bytes]]) -> list[str]:
+        """XADD each (camera_id, encoded result) to its camera's partition stream, in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        n = 0
+        for camera_id, payload in results:
+            pipe.xadd(
+                self.keys.results(self.partition_of(camera_id)), {"r": payload},
+                maxlen=self.result_stream_maxlen, approximate=True,
+            )
+            n += 1
+        if not n:
+            return []
+        return [i.decode() if isinstance(i, bytes) else i for i in pipe.execute()]
+
+    @_guard
+    def ensure_groups(self) -> None:
+        """Create the consumer groups (idempotent)."""
+        streams = [(self.keys.results(p), RESULTS_GROUP) for p in range(self.result_partitions)]
+        streams.append((self.keys.outbox, OUTBOX_GROUP))
+        for key, group in streams:
+            if key in self._groups_ready:
+                continue
+            try:
+                self.client.xgroup_create(key, group, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+            self._groups_ready.add(key)
+
+    def _read_group(self, group: str, consumer: str, streams: dict[str, str], count: int, block_ms: int | None):
+        reply = self.client.xreadgroup(group, consumer, streams, count=count, block=block_ms)
+        return reply or []
+
+    @_guard
+    def read_results(self, partitions: Sequence[int], *, pending: bool, count: int, block_s: float = 0.0) -> list[StreamEntry]:
+        """Results of the owned partitions. ``pending=True`` re-reads what was delivered but not acked
+        (the previous owner's unfinished work, in order); otherwise new entries, blocking up to ``block_s``."""
+        if not partitions:
+            return []
+        self.ensure_groups()
+        by_key = {self.keys.results(p): p for p in partitions}
+        streams = {k: ("0" if pending else ">") for k in by_key}
+        block_ms = None if pending or block_s <= 0 else int(self._block_s(block_s) * 1000)
+        out: list[StreamEntry] = []
+        for key, entries in self._read_group(RESULTS_GROUP, PARTITION_CONSUMER, streams, count, block_ms):
+            key = key.decode() if isinstance(key, bytes) else key
+            for entry_id, fields in entries:
+                entry_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                # A pending entry whose data was trimmed away comes back with no fields: nothing to do but ack it.
+                out.append(StreamEntry(by_key[key], entry_id, (fields or {}).get(b"r", b"")))
+        return out
+
+    @_guard
+    def ack_results(self, partition: int, entry_ids: Sequence[str]) -> int:
+        if not entry_ids:
+            return 0
+        return int(self.client.xack(self.keys.results(partition), RESULTS_GROUP, *entry_ids))
+
+    @_guard
+    def result_backlog(self) -> int:
+        """Entries not yet read by the logic group, summed over partitions (lag), or stream lengths."""
+        total = 0
+        for p in range(self.result_partitions):
+            try:
+                groups = self.client.xinfo_groups(self.keys.results(p))
+            except ResponseError:
+                continue
+            for g in groups:
+                name = g.get("name")
+                if name in (RESULTS_GROUP, RESULTS_GROUP.encode()):
+                    lag = g.get("lag")
+                    total += int(lag or 0) + int(g.get("pending") or 0)
+        return total
+
+    # -- logic partition leases --------------------------------------------------------------------
+    @_guard
+    def heartbeat_logic_worker(self, worker_id: str, ttl_s: float) -> list[str]:
+        """Record this worker as alive and return the ids of all live workers (sorted)."""
+        now = time.time()
+        pipe = self.client.pipeline()
+        pipe.zadd(self.keys.logic_workers, {worker_id: now})
+        pipe.zremrangebyscore(self.keys.logic_workers, "-inf", now - ttl_s)
+        pipe.zrange(self.keys.logic_workers, 0, -1)
+        members = pipe.execute()[-1]
+        return sorted(m.decode() if isinstance(m, bytes) else m for m in members)
+
+    @_guard
+    def leave_logic_workers(self, worker_id: str) -> None:
+        self.client.zrem(self.keys.logic_workers, worker_id)
+
+    @_guard
+    def try_lease(self, partition: int, worker_id: str, ttl_s: float) -> bool:
+        """Take partition ``partition`` if free, or renew it if already ours."""
+        key = self.keys.lease(partition)
+        ttl_ms = int(ttl_s * 1000)
+        if self.client.set(key, worker_id, nx=True, px=ttl_ms):
+            return True
+        return bool(self._renew(keys=[key], args=[worker_id, ttl_ms]))
+
+    @_guard
+    def release_lease(self, partition: int, worker_id: str) -> None:
+        self._release(keys=[self.keys.lease(partition)], args=[worker_id])
+
+    @_guard
+    def lease_owner(self, partition: int) -> str | None:
+        owner = self.client.get(self.keys.lease(partition))
+        return owner.decode() if owner else None
+
+    # -- open alert episodes (logic state that must survive a restart) ------------------------------
+    @_guard
+    def save_episodes(self, camera_id: str, state: dict) -> None:
+        self.client.hset(self.keys.episodes, camera_id, json.dumps(state, separators=(",", ":")))
+
+    @_guard
+    def load_episodes(self, camera_id: str) -> dict:
+        raw = self.client.hget(self.keys.episodes, camera_id)
+        if not raw:
+            return {}
+        try:
+            state = json.loads(raw)
+        except ValueError:
+            logger.warning("camera %s: unreadable saved episode state, starting fresh", camera_id)
+            return {}
+        return state if isinstance(state, dict) else {}
+
+    # -- alert outbox ------------------------------------------------------------------------------
+    @_guard
+    def add_alerts(self, alerts_json: Sequence[bytes]) -> list[str]:
+        if not alerts_json:
+            return []
+        pipe = self.client.pipeline(transaction=True)
+        for payload in alerts_json:
+            pipe.xadd(self.keys.outbox, {"a": payload}, maxlen=self.outbox_maxlen, approximate=True)
+        return [i.decode() if isinstance(i, bytes) else i for i in pipe.execute()]
+
+    @_guard
+    def add_alerts_and_ack(self, alerts_json: Sequence[bytes], partition: int, entry_ids: Sequence[str]) -> None:
+        """Write alerts to the outbox and ack the results that produced them in one MULTI/EXEC,
+        so a crash can never leave a result acked without its alerts written."""
+        pipe = self.client.pipeline(transaction=True)
+        for payload in alerts_json:
+            pipe.xadd(self.keys.outbox, {"a": payload}, maxlen=self.outbox_maxlen, approximate=True)
+        if entry_ids:
+            pipe.xack(self.keys.results(partition), RESULTS_GROUP, *entry_ids)
+        pipe.execute()
+
+    @_guard
+    def read_alerts(self, consumer: str, *, pending: bool, count: int, block_s: float = 0.0) -> list[StreamEntry]:
+        self.ensure_groups()
+        block_ms = None if pending or block_s <= 0 else int(self._block_s(block_s) * 1000)
+        reply = self._read_group(OUTBOX_GROUP, consumer, {self.keys.outbox: "0" if pending else ">"}, count, block_ms)
+        out = []
+        for _key, entries in reply:
+            for entry_id, fields in entries:
+                entry_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                out.append(StreamEntry(0, entry_id, (fields or {}).get(b"a", b"")))
+        return out
+
+    @_guard
+    def claim_stale_alerts(self, consumer: str, min_idle_s: float, count: int = 100) -> list[StreamEntry]:
+        """Take over outbox entries a dead delivery consumer left pending for ``min_idle_s``."""
+        self.ensure_groups()
+        reply = self.client.xautoclaim(self.keys.outbox, OUTBOX_GROUP, consumer, int(min_idle_s * 1000), "0-0", count=count)
+        entries = reply[1] if len(reply) > 1 else []
+        out = []
+        for entry_id, fields in entries:
+            entry_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+            out.append(StreamEntry(0, entry_id, (fields or {}).get(b"a", b"")))
+        return out
+
+    @_guard
+    def ack_alerts(self, entry_ids: Sequence[str]) -> int:
+        if not entry_ids:
+            return 0
+        return int(self.client.xack(self.keys.outbox, OUTBOX_GROUP, *entry_ids))
+
+    @_guard
+    def outbox_pending(self) -> int:
+        try:
+            info = self.client.xpending(self.keys.outbox, OUTBOX_GROUP)
+        except ResponseError:
+            return 0
+        return int(info.get("pending", 0))
+
+    # -- camera status -----------------------------------------------------------------------------
+    @_guard
+    def set_camera_status(self, camera_id: str, status: dict) -> None:
+        self.client.hset(self.keys.camera_status, camera_id, json.dumps(status, separators=(",", ":")))
+
+    @_guard
+    def camera_statuses(self) -> dict[str, dict]:
+        out = {}
+        for cam, raw in self.client.hgetall(self.keys.camera_status).items():
+            try:
+                out[cam.decode()] = json.loads(raw)
+            except ValueError:
+                continue
+        return out
+
+    # -- counters and dead letters -----------------------------------------------------------------
+    @_guard
+    def incr(self, stage: str, counts: dict[str, int | float]) -> None:
+        """Add to a stage's counters (one round trip). Float values use HINCRBYFLOAT."""
+        counts = {k: v for k, v in counts.items() if v}
+        if not counts:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for name, value in counts.items():
+            if isinstance(value, float):
+                pipe.hincrbyfloat(self.keys.stats(stage), name, value)
+            else:
+                pipe.hincrby(self.keys.stats(stage), name, value)
+        pipe.execute()
+
+    @_guard
+    def stats(self, stage: str) -> dict[str, float]:
+        out = {}
+        for k, v in self.client.hgetall(self.keys.stats(stage)).items():
+            v = v.decode()
+            out[k.decode()] = float(v) if "." in v or "e" in v else int(v)
+        return out
+
+    @_guard
+    def dead_letter(self, queue: str, reason: str, payload: bytes) -> None:
+        """Keep a bounded sample of undecodable messages (first 512 bytes, hex) for inspection."""
+        record = json.dumps(
+            {"queue": queue, "reason": reason, "at": time.time(), "size": len(payload), "head": payload[:512].hex()}
+        )
+        pipe = self.client.pipeline(transaction=False)
+        pipe.lpush(self.keys.dead_letter, record)
+        pipe.ltrim(self.keys.dead_letter, 0, DEAD_LETTER_CAP - 1)
+        pipe.execute()
+
+    @_guard
+    def dead_letters(self, n: int = 100) -> list[dict]:
+        return [json.loads(x) for x in self.client.lrange(self.keys.dead_letter, 0, n - 1)]
+
+    # -- metrics snapshots (for the dashboard and the run report) ----------------------------------
+    @_guard
+    def put_snapshot(self, name: str, snapshot: dict) -> None:
+        self.client.hset(self.keys.snapshots, name, json.dumps(snapshot, separators=(",", ":")))
+
+    @_guard
+    def snapshots(self) -> dict[str, dict]:
+        out = {}
+        for name, raw in self.client.hgetall(self.keys.snapshots).items():
+            try:
+                out[name.decode()] = json.loads(raw)
+            except ValueError:
+                continue
+        return out
