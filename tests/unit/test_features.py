@@ -1,0 +1,121 @@
+"""Per-track features: posture against the track's own standing baseline, speed in body lengths/s."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import supervision as sv
+
+from fbvision.features import FeatureExtractor, TrackFeatures, is_lying
+from fbvision.logic_config import FeatureConfig
+
+FPS = 5.0
+FRAME = (1280, 720)
+STAND = (400.0, 200.0, 700.0, 500.0)  # 300 x 300
+LYING = (380.0, 380.0, 720.0, 500.0)  # 340 x 120: wide and at 0.4 of the standing height
+LYING_HEAD_ON = (500.0, 330.0, 660.0, 500.0)  # 160 x 170: aspect ~0.94, at 0.57 of the standing height
+
+
+def dets(*tracks: tuple[int, tuple[float, float, float, float]]) -> sv.Detections:
+    if not tracks:
+        empty = sv.Detections.empty()
+        empty.tracker_id = np.zeros(0, dtype=int)
+        return empty
+    return sv.Detections(
+        xyxy=np.array([b for _, b in tracks], dtype=np.float32),
+        confidence=np.full(len(tracks), 0.9, dtype=np.float32),
+        class_id=np.zeros(len(tracks), dtype=int),
+        tracker_id=np.array([tid for tid, _ in tracks], dtype=int),
+    )
+
+
+def feed(extractor, boxes, t0=0.0, track_id=1) -> list[TrackFeatures]:
+    out = []
+    for i, box in enumerate(boxes):
+        (f,) = [
+            f
+            for f in extractor.update(dets((track_id, box)), t=t0 + i / FPS, seq=i, frame_size=FRAME)
+            if f.track_id == track_id
+        ]
+        out.append(f)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("aspect", "rel_height", "expected"),
+    [
+        pytest.param(2.8, 0.4, True, id="flat-out"),
+        pytest.param(0.94, 0.57, True, id="sternal-head-on"),
+        pytest.param(1.0, 1.0, False, id="standing"),
+        pytest.param(1.4, 0.75, False, id="standing-far-back-in-the-stall"),
+        pytest.param(0.5, 0.5, False, id="tall-and-thin-is-not-lying"),
+        pytest.param(2.1, float("nan"), True, id="fallback-wide"),
+        pytest.param(1.6, float("nan"), False, id="fallback-grazing-head-down"),
+        pytest.param(float("nan"), 0.3, False, id="no-box"),
+    ],
+)
+def test_posture_table(aspect, rel_height, expected):
+    assert is_lying(aspect, rel_height, FeatureConfig()) is expected
+
+
+def test_baseline_from_standing_then_lying_relative_to_it():
+    fx = FeatureExtractor("c", FeatureConfig())
+    standing = feed(fx, [STAND] * 50)  # 10 s standing: 10 baseline samples
+    assert standing[0].rel_height != standing[0].rel_height  # NaN before any baseline
+    assert standing[-1].baseline_height == pytest.approx(300.0)
+    assert standing[-1].aspect == pytest.approx(1.0) and not standing[-1].lying
+    assert standing[-1].bottom == pytest.approx(500 / 720)
+    (head_on,) = feed(fx, [LYING_HEAD_ON], t0=20.0)
+    # Aspect alone (0.94) would call this standing; the baseline sees it at 0.57 of its standing height.
+    assert head_on.lying and head_on.rel_height == pytest.approx(170 / 300)
+
+
+def test_a_long_time_lying_does_not_erode_the_baseline():
+    fx = FeatureExtractor("c", FeatureConfig(baseline_samples=20))
+    feed(fx, [STAND] * 50)
+    long_down = feed(fx, [LYING] * 3000, t0=10.0)  # 10 min: far more frames than the 20 samples kept
+    assert all(f.lying for f in long_down)
+    assert long_down[-1].baseline_height == pytest.approx(300.0)
+
+
+def test_first_frames_use_the_aspect_fallback():
+    fx = FeatureExtractor("c", FeatureConfig())
+    first = feed(fx, [LYING] * 3)
+    assert all(f.lying for f in first) and all(math.isnan(f.rel_height) for f in first)
+
+
+@pytest.mark.parametrize("scale", [0.5, 1.0, 2.0], ids=["far", "mid", "near"])
+def test_speed_is_in_body_lengths_per_second_whatever_the_distance(scale):
+    fx = FeatureExtractor("c", FeatureConfig(speed_window_s=1.0))
+    w = 300.0 * scale
+    # The horse walks one body length (its box width) per second.
+    boxes = [(i / FPS * w, 100.0, i / FPS * w + w, 100.0 + 0.6 * w) for i in range(20)]
+    speeds = [f.speed_bl_s for f in feed(fx, boxes)]
+    assert math.isnan(speeds[0])
+    assert speeds[-1] == pytest.approx(1.0, rel=1e-5)
+
+
+def test_body_length_width_option():
+    fx = FeatureExtractor("c", FeatureConfig(body_length="width"))
+    boxes = [(i * 10.0, 0.0, i * 10.0 + 100.0, 200.0) for i in range(10)]  # 50 px/s, width 100, height 200
+    assert feed(fx, boxes)[-1].speed_bl_s == pytest.approx(0.5)
+
+
+def test_lost_track_is_reported_not_present_until_forgotten():
+    fx = FeatureExtractor("c", FeatureConfig())
+    feed(fx, [STAND] * 10)
+    (gone,) = fx.update(dets(), t=5.0, seq=99, frame_size=FRAME)
+    assert not gone.present and gone.box == STAND and math.isnan(gone.speed_bl_s)
+    assert gone.to_dict()["x2"] == 700.0 and gone.to_dict()["present"] is False
+    fx.forget(1)
+    assert fx.update(dets(), t=5.2, seq=100, frame_size=FRAME) == []
+
+
+def test_seeded_baseline_is_used_until_fresh_samples():
+    fx = FeatureExtractor("c", FeatureConfig())
+    fx.seed(7, baseline_height=300.0, box=LYING)
+    (f,) = feed(fx, [LYING], track_id=7)
+    assert f.lying and f.rel_height == pytest.approx(0.4)
+    assert set(f.numeric()) >= {"aspect", "rel_height", "bottom", "confidence"}
