@@ -1,0 +1,115 @@
+"""Latency percentiles, counters, snapshots and the optional Prometheus endpoint."""
+
+import json
+import math
+import threading
+
+import numpy as np
+import pytest
+import requests
+
+from fbvision import metrics
+from fbvision.metrics import STAGE_NAMES, Counters, LatencyStats, snapshot, stage_durations
+from fbvision.wire import Timeline
+
+
+def test_stage_durations_follow_the_timeline():
+    tl = Timeline(captured=100.0, pushed=100.01, popped=100.05, infer_start=100.06, infer_end=100.08, published=100.09)
+    d = stage_durations(tl, logic_start=100.1, logic_end=100.102)
+    expected = {
+        "encode": 0.01, "queue_wait": 0.04, "batch_decode": 0.01, "inference": 0.02, "publish": 0.01,
+        "to_logic": 0.01, "logic": 0.002, "end_to_end": 0.102,
+    }
+    assert set(d) == set(STAGE_NAMES) == set(expected)
+    for stage, seconds in expected.items():
+        assert d[stage] == pytest.approx(seconds, abs=1e-9), stage
+
+
+def test_stages_with_a_missing_timestamp_are_left_out():
+    # A producer that does not stamp push time: encode and queue_wait cannot be known.
+    tl = Timeline(captured=10.0, pushed=0.0, popped=10.5, infer_start=10.6, infer_end=10.7, published=10.8)
+    d = stage_durations(tl, 10.9, 11.0)
+    assert "encode" not in d and "queue_wait" not in d
+    assert d["end_to_end"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("window, n", [(10, 5), (10, 10), (10, 37), (1, 3)])
+def test_ring_buffer_keeps_the_last_window_and_counts_everything(window, n):
+    stats = LatencyStats(window=window)
+    values = [float(i) for i in range(n)]
+    for v in values:
+        stats.add("logic", v)
+    kept = values[-window:]
+    assert stats.values("logic").tolist() == kept
+    summary = stats.summary("logic")
+    assert summary["count"] == n
+    for p in (50, 95, 99):
+        assert summary[f"p{p}"] == pytest.approx(np.percentile(kept, p))
+    assert summary["max"] == max(kept)
+
+
+def test_non_finite_durations_are_ignored_and_unknown_stage_is_empty():
+    stats = LatencyStats(window=4)
+    stats.add("logic", math.nan)
+    stats.add("logic", math.inf)
+    assert stats.summary("logic") == {"count": 0}
+    assert stats.summary("nope") == {"count": 0}
+
+
+def test_snapshot_is_json_and_orders_stages_like_the_pipeline():
+    stats = LatencyStats()
+    counters = Counters()
+    stats.add_many({"end_to_end": 0.2, "encode": 0.01, "custom": 1.0})
+    counters.incr("results", 3)
+    counters.incr("dropped:wire_truncated")
+    snap = snapshot(stats, counters, worker_id="w1")
+    again = json.loads(json.dumps(snap))
+    assert list(again["latency_s"]) == ["encode", "end_to_end", "custom"]
+    assert again["counters"] == {"dropped:wire_truncated": 1, "results": 3}
+    assert again["worker_id"] == "w1" and again["ts"] > 0
+
+
+def test_counters_drain_hands_out_deltas_and_restore_puts_them_back():
+    c = Counters()
+    c.incr("a", 2)
+    c.incr("b")
+    assert c.drain() == {"a": 2, "b": 1}
+    assert c.drain() == {}
+    c.incr("a")
+    delta = c.drain()
+    c.restore(delta)  # the write to Redis failed
+    assert c.drain() == {"a": 1}
+    assert c.get("a") == 3  # totals are unaffected by draining
+
+
+def test_counters_and_stats_are_thread_safe():
+    c, stats = Counters(), LatencyStats(window=100)
+
+    def hammer():
+        for _ in range(2000):
+            c.incr("n")
+            stats.add("s", 0.001)
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert c.get("n") == 8000
+    assert stats.count("s") == 8000
+
+
+@pytest.mark.timeout(30)
+def test_prometheus_endpoint_exports_histograms_and_counters():
+    assert not metrics.prometheus_enabled()
+    port = metrics.enable_prometheus(0)
+    try:
+        assert metrics.enable_prometheus(0) == port  # idempotent
+        LatencyStats().add("inference", 0.02)
+        Counters(prometheus_stage="logic").incr("results", 5)
+        text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        assert 'fbvision_stage_latency_seconds_count{stage="inference"} 1.0' in text
+        assert 'fbvision_events_total{name="results",stage="logic"} 5.0' in text
+    finally:
+        metrics.disable_prometheus()
+    assert not metrics.prometheus_enabled()
