@@ -1,14 +1,25 @@
 """The ``fbvision`` command: one entry point for every stage and tool.
 
-    fbvision config check [FILE]     validate a config file (names every bad field)
-    fbvision config show [FILE]      print the effective config (after FBV_* overrides), secrets masked
+    fbvision run [run_all options]         the whole pipeline on this host (= runners/run_all.py)
+    fbvision camera   [--config F]         camera manager only      (= runners/run_camera.py)
+    fbvision infer    [--config F]         batch inference worker   (= runners/run_inference.py)
+    fbvision logic    [--config F] [--id]  logic worker             (= runners/run_logic.py)
+    fbvision delivery [--config F]         alert delivery to alerts.backend_url
+    fbvision backend  [--port --db]        the embedded alert backend (SQLite)
+    fbvision config check|show [FILE]      validate / print the effective config (secrets masked)
+
+Single stages need a shared Redis: ``REDIS_URL=redis://:password@host:6379/0`` (or ``redis.url``).
+First Ctrl-C/SIGTERM: finish the current batch and exit; second: exit now.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import signal
 import sys
+import threading
 
 from fbvision.config import ConfigError, load_settings
 from fbvision.redact import redact_url
@@ -27,6 +38,71 @@ def _config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stop_on_signals() -> threading.Event:
+    """The stage runners' signal policy: first signal = warm stop, second = exit now."""
+    stop = threading.Event()
+
+    def handler(signum, frame):
+        if stop.is_set():
+            logging.getLogger("fbvision").error("second signal: exiting now")
+            raise SystemExit(130)
+        logging.getLogger("fbvision").warning("stopping after the current batch (signal again to exit now)")
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return stop
+
+
+def _stage(args: argparse.Namespace) -> int:
+    from fbvision import stages
+
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    logging.basicConfig(level=args.log_level, format=f"%(asctime)s %(levelname)-7s [{args.command}] %(name)s: %(message)s")
+    url = settings.redis.url
+    if not url and args.command != "backend":
+        print("a single stage needs a shared Redis: set REDIS_URL (or redis.url in the config)", file=sys.stderr)
+        return 2
+    stop = _stop_on_signals()
+    cfg = settings.model_dump_json()
+    if args.command == "camera":
+        stages.camera_stage(cfg, url, stop)
+    elif args.command == "infer":
+        stages.inference_stage(cfg, url, stop)
+    elif args.command == "logic":
+        stages.logic_stage(cfg, url, args.id or stages.default_name("logic"), args.record or "", stop)
+    elif args.command == "delivery":
+        if not settings.alerts.backend_url:
+            print("delivery needs alerts.backend_url (or FBV_ALERTS__BACKEND_URL)", file=sys.stderr)
+            return 2
+        stages.delivery_stage(cfg, url, settings.alerts.backend_url, stop)
+    return 0
+
+
+def _backend(args: argparse.Namespace) -> int:
+    from fbvision.backend import main as backend_main
+
+    backend_main(["--host", args.host, "--port", str(args.port), "--db", args.db])
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    import runpy
+
+    from fbvision.config import REPO_ROOT
+
+    sys.argv = [str(REPO_ROOT / "runners" / "run_all.py"), *args.rest]
+    try:
+        runpy.run_path(sys.argv[0], run_name="__main__")
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fbvision", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -34,6 +110,23 @@ def build_parser() -> argparse.ArgumentParser:
     cfg.add_argument("action", choices=["check", "show"])
     cfg.add_argument("file", nargs="?", default=None, help="YAML file (default: configs/demo.yaml)")
     cfg.set_defaults(func=_config)
+    for name, text in (("camera", "camera manager"), ("infer", "batch inference worker"),
+                       ("logic", "logic worker"), ("delivery", "alert delivery")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--config", default=None, help="YAML file (default: configs/demo.yaml)")
+        p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+        if name == "logic":
+            p.add_argument("--id", default=None, help="worker id (stable across restarts; default: logic@host:pid)")
+            p.add_argument("--record", default=None, help="folder for the parquet recording (off by default)")
+        p.set_defaults(func=_stage)
+    b = sub.add_parser("backend", help="embedded alert backend (HTTP -> SQLite)")
+    b.add_argument("--host", default="127.0.0.1")
+    b.add_argument("--port", type=int, default=8088)
+    b.add_argument("--db", default="runs/alerts.sqlite")
+    b.set_defaults(func=_backend)
+    r = sub.add_parser("run", help="the whole pipeline (runners/run_all.py; pass its options after --)")
+    r.add_argument("rest", nargs=argparse.REMAINDER)
+    r.set_defaults(func=_run)
     return parser
 
 

@@ -97,6 +97,9 @@ class InferenceConfig(Strict):
     autotune: bool = Field(
         True, description="Measure throughput per batch size at start and never use a batch size that is slower."
     )
+    autotune_budget_s: float = Field(
+        3.0, gt=0, le=120, description="Time the start-up auto-tune may spend measuring batch sizes."
+    )
     decode_threads: int = Field(4, ge=1, le=64, description="Threads decoding JPEGs in parallel (OpenCV frees the GIL).")
     conf_floor: float = Field(
         0.05, ge=0, le=1, description="Candidates below this score are not shipped to the logic stage."
@@ -137,6 +140,10 @@ class AlertsConfig(Strict):
     timeout_s: float = Field(5.0, gt=0, le=120, description="Per-request timeout.")
     retry_initial_s: float = Field(0.5, gt=0, le=60, description="First retry delay after a failed delivery.")
     retry_max_s: float = Field(30.0, gt=0, le=3600, description="Longest retry delay (exponential back-off).")
+    claim_idle_s: float | None = Field(
+        None, gt=0, le=3600,
+        description="Take over alerts a dead delivery consumer left pending this long; None = max(30, 2*retry_max_s + timeout_s).",
+    )
     outbox_maxlen: int = Field(1_000_000, ge=1000, le=100_000_000, description="Cap on the durable alert outbox.")
 
     @field_validator("backend_url")

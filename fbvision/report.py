@@ -47,14 +47,14 @@ def read_alerts(run: PipelineRun) -> list[dict]:
 
 def ground_truth_section(run: PipelineRun, alerts: list[dict], ended_at: float, state: dict) -> dict | None:
     from fbvision.groundtruth import expected_alerts, match_alerts, summarise
-    from fbvision.sources import _load_scenario
+    from fbvision.sources import load_scenario
 
     settings = run.settings
     expected, cams = [], []
     for cam in settings.cameras:
         if not cam.enabled or not cam.source.startswith("synthetic:"):
             continue
-        scenario = _load_scenario(cam.source.split(":", 1)[1])
+        scenario = load_scenario(cam.source.split(":", 1)[1])
         status = state.get("cameras", {}).get(cam.id, {})
         t0 = float(status.get("scene_t0") or run.started_at)
         rules = effective_rules(settings.logic, cam.logic)

@@ -269,6 +269,8 @@ class SyntheticCapture:
         self.clock = clock
         self.sleep = sleep
         self._t0 = clock()
+        # Wall time of scene frame 0: scene time of a frame = capture_ts - t0_wall (ground-truth scoring).
+        self.t0_wall = time.time()
         self._next_due = self._t0
         self.index = -1
 
@@ -387,6 +389,7 @@ class FrameSource:
             "last_outage_s": self.last_outage_s,
             "reconnects": self.reconnects,
             "updated": self.wall(),
+            "scene_t0": getattr(self._capture, "t0_wall", None),
         }
 
     # -- internals --------------------------------------------------------------------------------------------
@@ -543,7 +546,7 @@ def source_kind(spec: str) -> str:
     return "file"
 
 
-def _load_scenario(name: str):
+def load_scenario(name: str):
     from fbvision.synth import Scenario
 
     if name.endswith((".yaml", ".yml")) or "/" in name:
@@ -588,7 +591,7 @@ def open_source(
     opener: Callable[[], Capture]
 
     if kind == "synthetic":
-        scenario = _load_scenario(spec.split(":", 1)[1].strip())
+        scenario = load_scenario(spec.split(":", 1)[1].strip())
         renderer_box: list = []
 
         def opener() -> Capture:

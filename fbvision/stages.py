@@ -51,7 +51,8 @@ def inference_stage(settings_json: str, redis_url: str, stop) -> None:
 
     settings, transport = _setup(settings_json, redis_url, "inference")
     try:
-        InferenceWorker(settings, transport, name=default_name("inference")).run(stop)
+        InferenceWorker(settings, transport, name=default_name("inference"),
+                        autotune_budget_s=settings.inference.autotune_budget_s).run(stop)
     finally:
         transport.close()
 
@@ -75,7 +76,8 @@ def delivery_stage(settings_json: str, redis_url: str, backend_url: str, stop) -
 
     settings, transport = _setup(settings_json, redis_url, "delivery")
     try:
-        AlertDelivery(transport, settings.alerts, f"delivery@{socket.gethostname()}", backend_url=backend_url or None).run(stop)
+        AlertDelivery(transport, settings.alerts, f"delivery@{socket.gethostname()}", backend_url=backend_url or None,
+                      claim_idle_s=settings.alerts.claim_idle_s).run(stop)
     finally:
         transport.close()
 
