@@ -351,6 +351,7 @@ class FrameSource:
         self.finished = False
 
         self._capture: Capture | None = None
+        self._last_scene_t0: float | None = None
         self._retry_at = clock()
         self._last_progress = clock()  # last grabbed frame, or the open of the capture (watchdog base)
         self._down_since = clock()  # monotonic start of the current outage (or of the first connection)
@@ -389,8 +390,15 @@ class FrameSource:
             "last_outage_s": self.last_outage_s,
             "reconnects": self.reconnects,
             "updated": self.wall(),
-            "scene_t0": getattr(self._capture, "t0_wall", None),
+            "scene_t0": self._scene_t0(),
         }
+
+    def _scene_t0(self) -> float | None:
+        """Wall time of a synthetic scene's frame 0; kept after the capture closes (the last status says it too)."""
+        t0 = getattr(self._capture, "t0_wall", None)
+        if t0 is not None:
+            self._last_scene_t0 = t0
+        return getattr(self, "_last_scene_t0", None)
 
     # -- internals --------------------------------------------------------------------------------------------
     def _connect(self) -> bool:
