@@ -86,6 +86,7 @@ def expected_alerts(camera_id: str, scenario: Scenario, rules: RulesConfig, t0: 
         if rule_name == "rolling":
             continue  # rolling needs several down/ups: only the dedicated scenario is scored, by presence
         for _horse, horse_ev in ev.groupby("horse_id"):
+            due = []
             for start, end in _intervals(horse_ev, behaviours):
                 if end - start < first_age + lag:
                     continue  # too short to be due (e.g. a normal short rest)
@@ -94,11 +95,17 @@ def expected_alerts(camera_id: str, scenario: Scenario, rules: RulesConfig, t0: 
                     onset = t0 + k * period + start
                     if onset > t_end:
                         break
-                    out.append(ExpectedAlert(camera_id, rule_name, onset, onset + first_age + lag + TOLERANCE_S,
-                                             t0 + k * period + end))
+                    due.append((onset, t0 + k * period + end))
                     if not loop:
                         break
                     k += 1
+            # An episode this soon after the previous one ended is suppressed by the rule's cooldown: not due.
+            quiet_until = float("-inf")
+            for onset, end in sorted(due):
+                if onset < quiet_until:
+                    continue
+                out.append(ExpectedAlert(camera_id, rule_name, onset, onset + first_age + lag + TOLERANCE_S, end))
+                quiet_until = end + rule.exit_after_s + rule.cooldown_s
     return sorted(out, key=lambda e: e.onset)
 
 

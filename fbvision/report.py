@@ -99,6 +99,7 @@ def build_report(run: PipelineRun, ended_at: float) -> dict:
         "alerts": [{k: a.get(k) for k in ("camera_id", "rule", "severity", "state", "track_id", "started_at",
                                            "updated_at", "resolved_at", "idempotency_key")} for a in alerts],
         "delivery": state.get("delivery", {}),
+        "cameras": state.get("cameras", {}),
     }
     report["ground_truth"] = ground_truth_section(run, alerts, ended_at, state)
     return report
@@ -151,12 +152,26 @@ def render_markdown(r: dict) -> str:
             tta = f"{mt['time_to_alert_s']:.1f}" if mt["time_to_alert_s"] is not None else "-"
             lines.append(f"| {mt['camera_id']} | {mt['rule']} | {_ts(mt['onset'])} | {_ts(mt['raised_at'])} | {tta} "
                          f"| {mt['outcome']} |")
+    if r.get("snapshots"):
+        lines += ["", "## Alert snapshots", ""] + [f"- `{p}`" for p in r["snapshots"]]
     if r.get("autotune"):
         lines += ["", "## Auto-tune (this machine)", "", "| batch | frames/s | ms/batch | vs batch 1 |", "|---|---|---|---|"]
         for row in r["autotune"]:
             lines.append(f"| {row.get('batch')} | {row.get('frames_per_s', 0):.1f} | {row.get('ms_per_batch', 0):.1f} "
                          f"| {row.get('ratio_vs_1', 0):.2f} |")
     return "\n".join(lines) + "\n"
+
+
+def add_snapshots(report: dict, run: PipelineRun) -> None:
+    """One annotated JPEG per raised alert of a synthetic camera (re-rendered scene + recorded tracks)."""
+    from fbvision.annotate import alert_snapshots, synthetic_scenes
+    from fbvision.recorder import read_recording
+
+    rec_dir = run.run_dir / "recording"
+    recording = read_recording(rec_dir) if rec_dir.exists() else None
+    scenes = synthetic_scenes(run.settings, report.get("cameras", {}))
+    paths = alert_snapshots(run.run_dir, read_alerts(run), scenes, recording=recording)
+    report["snapshots"] = [str(p.relative_to(run.run_dir)) for p in paths]
 
 
 def write_report(report: dict, run_dir: Path) -> tuple[Path, Path]:

@@ -163,7 +163,7 @@ class PipelineRun:
 
     def execute(self, duration_s: float | None) -> RunOutcome:
         from fbvision.dashboard import Dashboard
-        from fbvision.report import build_report, write_report
+        from fbvision.report import add_snapshots, build_report, write_report
 
         self.start()
         dash = Dashboard(self, enabled=self.dashboard_enabled)
@@ -184,6 +184,10 @@ class PipelineRun:
                 self.warm_stop()
             ended = time.time()
             report = build_report(self, ended)
+            try:
+                add_snapshots(report, self)
+            except Exception:  # snapshots are a nicety: never lose the report over them
+                logger.exception("alert snapshots failed")
             write_report(report, self.run_dir)
             return RunOutcome(self.started_at, ended, self.exit_reason, dict(self.supervisor.restart_counts),
                               self.run_dir, report)

@@ -398,7 +398,7 @@ class FrameSource:
         t0 = getattr(self._capture, "t0_wall", None)
         if t0 is not None:
             self._last_scene_t0 = t0
-        return getattr(self, "_last_scene_t0", None)
+        return self._last_scene_t0
 
     # -- internals --------------------------------------------------------------------------------------------
     def _connect(self) -> bool:

@@ -119,7 +119,7 @@ def test_start_and_stop_twice_leaves_nothing_behind(tmp_path):
     before = _descendants(os.getpid())
     for i in range(2):
         run = PipelineRun(settings_for({"cam-a": "normal_walk"}), tmp_path / f"run{i}", dashboard=False)
-        outcome = run.execute(12.0)
+        outcome = run.execute(25.0)
         assert outcome.exit_reason == "duration"
         assert outcome.report["frames"]["inferred"] > 0
         time.sleep(0.5)

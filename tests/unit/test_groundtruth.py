@@ -1,0 +1,46 @@
+import pytest
+
+from fbvision.groundtruth import ExpectedAlert, expected_alerts, match_alerts, smoothing_lag_s, summarise
+from fbvision.logic_config import RulesConfig
+from fbvision.synth import Scenario
+
+
+@pytest.fixture
+def rules():
+    return RulesConfig.model_validate({
+        "horse_down": {"escalation": [{"after_s": 30, "severity": "warning"}], "cooldown_s": 10, "exit_after_s": 5},
+    })
+
+
+def test_long_lie_down_is_due_and_a_short_rest_is_not(rules):
+    down = expected_alerts("c", Scenario.builtin("down_long"), rules, t0=1000.0, t_end=1080.0, loop=False)
+    assert [(e.rule, e.onset) for e in down] == [("horse_down", 1015.0)]
+    lag = smoothing_lag_s(rules.horse_down, 5.0)
+    assert down[0].deadline == pytest.approx(1015.0 + 30 + lag + 2.0)
+    assert expected_alerts("c", Scenario.builtin("normal_rest"), rules, 0.0, 500.0) == []
+
+
+def test_looping_scenario_repeats_and_cooldown_suppresses(rules):
+    sc = Scenario.builtin("running")
+    period = sc.effective_duration_s
+    got = expected_alerts("c", sc, rules, 0.0, 5 * period)
+    # too_fast's default cooldown (120 s) swallows the next loop's run (44 s later)
+    assert [e.rule for e in got] == ["too_fast"] * len(got)
+    assert got[1].onset - got[0].onset > rules.too_fast.cooldown_s
+    no_cooldown = rules.model_copy(update={"too_fast": rules.too_fast.model_copy(update={"cooldown_s": 0.0})})
+    assert len(expected_alerts("c", sc, no_cooldown, 0.0, 5 * period)) == 5
+
+
+def test_matching_outcomes():
+    exp = [ExpectedAlert("a", "horse_down", 100.0, 140.0, 200.0), ExpectedAlert("a", "too_fast", 300.0, 310.0, 320.0),
+           ExpectedAlert("b", "horse_down", 500.0, 540.0, 600.0)]
+    raised = [{"camera_id": "a", "rule": "horse_down", "updated_at": 135.0},
+              {"camera_id": "a", "rule": "too_fast", "updated_at": 330.0},  # too late: a miss and a false alert
+              {"camera_id": "b", "rule": "too_fast", "updated_at": 50.0}]
+    matches = match_alerts(exp, raised, t_end=400.0)
+    outcomes = sorted((m.camera_id, m.rule, m.outcome) for m in matches)
+    assert outcomes == [("a", "horse_down", "hit"), ("a", "too_fast", "false"), ("a", "too_fast", "miss"),
+                        ("b", "horse_down", "not_due"), ("b", "too_fast", "false")]
+    s = summarise(matches)
+    assert (s["hits"], s["misses"], s["false_alerts"], s["not_due"]) == (1, 1, 2, 1)
+    assert s["time_to_alert_s_median"] == pytest.approx(35.0)
