@@ -7,8 +7,9 @@ PYTEST_ARGS ?=
 run: setup-run
 	$(PY) runners/run_all.py $(ARGS)
 
+# Unit, integration, end-to-end, fault and security tests, the notebooks (nbmake) and a benchmark smoke pass.
 test: setup-test
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest tests notebooks benchmarks --nbmake $(PYTEST_ARGS)
 
 bench: setup-test
 	$(PY) benchmarks/run_bench.py $(ARGS)
