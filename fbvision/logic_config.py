@@ -258,7 +258,18 @@ class TrackerConfig(_Strict):
         description="ByteTrack split: below this, boxes only continue existing tracks.",
     )
     match_iou: float = Field(
-        default=0.1, ge=0, le=1, description="Minimum IoU to associate a box with a track."
+        default=0.1,
+        ge=0,
+        le=1,
+        description="Minimum similarity (IoU, or the centre-distance score) to associate a box with a track.",
+    )
+    match_distance_bl: float = Field(
+        default=1.5,
+        ge=0,
+        le=20,
+        description="A box whose centre is within this many body lengths (max side) of a track's predicted "
+        "box still matches it, plus 2 x the fastest horse's speed x the frame gap (a canter turning at a "
+        "wall), at most relink_max_distance_bl; 0 = plain IoU.",
     )
     lost_track_s: float = Field(
         default=10.0, ge=0, le=3600, description="Keep a lost track this long (seconds)."
@@ -273,9 +284,32 @@ class TrackerConfig(_Strict):
         default=60.0,
         ge=0,
         le=_DAY_S,
-        description="A new track overlapping a horse lost this recently takes its id.",
+        description="A new track overlapping or near a horse lost this recently takes its id.",
     )
-    relink_iou: float = Field(default=0.3, ge=0, le=1, description="IoU with the lost box needed to re-link.")
+    relink_iou: float = Field(
+        default=0.3, ge=0, le=1, description="IoU with the lost box that re-links whatever the distance."
+    )
+    relink_distance_bl: float = Field(
+        default=1.0,
+        ge=0,
+        le=100,
+        description="A new track whose centre is within this many body lengths of a just-lost one re-links "
+        "(covers posture changes: a lying box is low and wide, little IoU with the standing one).",
+    )
+    relink_speed_bl_s: float = Field(
+        default=3.0,
+        ge=0,
+        le=100,
+        description="The re-link distance grows by this many body lengths per second lost (a horse may "
+        "have moved while unseen).",
+    )
+    relink_max_distance_bl: float = Field(
+        default=4.0,
+        ge=0,
+        le=100,
+        description="Cap on the growing re-link distance, in body lengths (a stall is ~1.5-2 body lengths "
+        "across, wider in the camera's perspective).",
+    )
 
 
 class BodyLength(str, Enum):

@@ -119,3 +119,20 @@ def test_seeded_baseline_is_used_until_fresh_samples():
     (f,) = feed(fx, [LYING], track_id=7)
     assert f.lying and f.rel_height == pytest.approx(0.4)
     assert set(f.numeric()) >= {"aspect", "rel_height", "bottom", "confidence"}
+
+
+def test_track_back_after_a_gap_keeps_its_baseline_and_its_speed_reference():
+    """A re-linked track comes back under the same id: its standing baseline and recent centroids carry on,
+    so a horse missed for a second while cantering has a speed again at once (too_fast is not reset)."""
+    fx = FeatureExtractor("c", FeatureConfig(speed_window_s=1.0))
+    w = 300.0
+    cantering = [(i / FPS * 3 * w, 200.0, i / FPS * 3 * w + w, 500.0) for i in range(40)]  # 3 BL/s
+    feed(fx, cantering[:30])
+    for k in range(30, 35):  # not seen for 1 s
+        fx.update(dets(), t=k / FPS, seq=k, frame_size=FRAME)
+    (back,) = fx.update(dets((1, cantering[35])), t=35 / FPS, seq=35, frame_size=FRAME)
+    assert back.speed_bl_s == pytest.approx(3.0, rel=1e-5)
+    assert back.baseline_height == pytest.approx(300.0)
+    # Lying when found again much later: judged against the standing baseline, not the aspect fallback.
+    (down,) = [f for f in fx.update(dets((1, LYING)), t=60.0, seq=300, frame_size=FRAME) if f.present]
+    assert down.lying and down.rel_height == pytest.approx(0.4) and math.isnan(down.speed_bl_s)
