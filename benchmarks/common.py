@@ -18,8 +18,6 @@ untrained head scores almost nothing, so post-processing and logic see empty fra
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import platform
 import shutil
@@ -32,7 +30,9 @@ from pathlib import Path
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-MODEL_CACHE = REPO_ROOT / ".cache" / "bench-models"
+sys.path.insert(0, str(REPO_ROOT / "export"))
+from model_cache import MODEL_CACHE, cached_yolo11n  # noqa: E402
+
 DEMO_MODEL = REPO_ROOT / "models" / "horse-demo-yolo11n-320.onnx"
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 
@@ -106,66 +106,10 @@ def results_dir() -> Path:
 # -- models ----------------------------------------------------------------------------------------------------
 
 
-def _export_key(imgsz: int, max_batch: int) -> str:
-    try:
-        from importlib.metadata import version
-
-        ultralytics_version = version("ultralytics")
-    except Exception:  # noqa: BLE001 - the key only needs to change when the exporter does
-        ultralytics_version = "?"
-    exporter = (REPO_ROOT / "export" / "export_onnx.py").read_bytes()
-    blob = json.dumps({"ultralytics": ultralytics_version, "imgsz": imgsz, "max_batch": max_batch,
-                       "exporter": hashlib.sha256(exporter).hexdigest()[:16]}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
 def ensure_yolo11n(imgsz: int, max_batch: int, *, timeout_s: float = 900) -> Path:
-    """YOLO11n (``yolo11n.yaml``, random weights, COCO names) exported by the project's exporter with a dynamic
-    batch 1..``max_batch`` at ``imgsz``; cached under ``.cache/bench-models/`` (first call: 20-60 s)."""
-    target = MODEL_CACHE / f"yolo11n-{imgsz}-b{max_batch}-{_export_key(imgsz, max_batch)}.onnx"
-    if target.is_file() and target.with_suffix(".json").is_file():
-        return target
-    MODEL_CACHE.mkdir(parents=True, exist_ok=True)
-    lock = target.with_suffix(".lock")
-    deadline = time.monotonic() + timeout_s
-    while True:  # one exporter at a time per model (two sessions may share the cache)
-        try:
-            os.close(os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-            break
-        except FileExistsError:
-            if target.is_file() and target.with_suffix(".json").is_file():
-                return target
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"waited {timeout_s:.0f} s for another export holding {lock}") from None
-            time.sleep(1.0)
-    try:
-        workdir = MODEL_CACHE / f"export-{os.getpid()}"
-        workdir.mkdir(exist_ok=True)
-        # A subprocess: torch threads and Ultralytics' settings stay out of the benchmark process.
-        script = (
-            "import sys, torch\n"
-            f"sys.path.insert(0, {str(REPO_ROOT / 'export')!r})\n"
-            "import export_onnx\n"
-            "torch.manual_seed(0)\n"
-            f"r = export_onnx.export_model('yolo11n.yaml', {str(workdir / target.name)!r}, imgsz={imgsz}, "
-            f"max_batch={max_batch}, names='coco', verify_batches=[1, 2], "
-            "extra_metadata={'benchmark': 'random weights: same FLOPs as COCO yolo11n'})\n"
-            "print('EXPORTED', r.onnx_path)\n"
-        )
-        env = {**os.environ, "YOLO_OFFLINE": "1", "YOLO_CONFIG_DIR": str(workdir / "cfg")}
-        proc = subprocess.run([sys.executable, "-c", script], cwd=workdir, env=env, capture_output=True, text=True,
-                              timeout=timeout_s)
-        if proc.returncode != 0 or "EXPORTED" not in proc.stdout:
-            raise RuntimeError(f"export of yolo11n@{imgsz} failed ({proc.returncode}):\n"
-                               f"{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
-        exported = workdir / target.name
-        # The sidecar names the model file: keep its name, move both, sidecar last (it marks completion).
-        shutil.move(str(exported), target)
-        shutil.move(str(exported.with_suffix(".json")), target.with_suffix(".json"))
-        shutil.rmtree(workdir, ignore_errors=True)
-        return target
-    finally:
-        lock.unlink(missing_ok=True)
+    """YOLO11n (random weights, COCO names) at ``imgsz``, dynamic batch 1..``max_batch`` - the shared cached
+    export of ``export/model_cache.py`` (first call: 20-60 s)."""
+    return cached_yolo11n(imgsz, max_batch, timeout_s=timeout_s)
 
 
 def _cached_quick_model(prof: Profile) -> Path | None:
@@ -175,9 +119,10 @@ def _cached_quick_model(prof: Profile) -> Path | None:
     ours = [p for p in ours if p.with_suffix(".json").is_file()]
     if ours:
         return ours[-1]
-    tests = sorted((REPO_ROOT / ".cache" / "test-models").glob("yolo11n-*-b*.onnx"),
-                   key=lambda p: int(p.name.split("-")[1]) if p.name.split("-")[1].isdigit() else 1 << 30)
-    return tests[0] if tests else None
+    # else the smallest one already there (the integration tests' model): same architecture and exporter
+    others = sorted((p for p in MODEL_CACHE.glob("yolo11n-*-b*.onnx") if p.with_suffix(".json").is_file()),
+                    key=lambda p: int(p.name.split("-")[1]) if p.name.split("-")[1].isdigit() else 1 << 30)
+    return others[0] if others else None
 
 
 def headline_model(prof: Profile) -> Path:

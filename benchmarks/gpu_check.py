@@ -50,7 +50,7 @@ def find_model(explicit: str | None, imgsz: int) -> Path:
     found = sorted(MODEL_CACHE.glob(f"yolo11n-{imgsz}-b*.onnx"), key=lambda p: p.stat().st_mtime)
     if not found:
         raise SystemExit(f"no yolo11n-{imgsz} model under {MODEL_CACHE}: run benchmarks/gpu_prepare.sh where "
-                         "Ultralytics is installed, and carry .cache/bench-models")
+                         "Ultralytics is installed, and carry .cache/models")
     return found[-1]
 
 

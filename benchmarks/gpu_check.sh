@@ -5,7 +5,7 @@
 #   bash benchmarks/gpu_check.sh [OUT_DIR] [extra benchmarks.gpu_check options]
 #
 # Needs a python3 with torch (CUDA), numpy, OpenCV, onnx and onnxruntime (CPU) - the GPU image has them. Everything
-# else comes from .cache/gpu-carry and .cache/bench-models, made beforehand by benchmarks/gpu_prepare.sh; nothing is
+# else comes from .cache/gpu-carry and .cache/models, made beforehand by benchmarks/gpu_prepare.sh; nothing is
 # downloaded. No onnxruntime-gpu / TensorRT: the ONNX model runs through PyTorch on CUDA in FP16
 # (fbvision/engine_torch.py), which the report says. Writes OUT_DIR/gpu-<card>.json (default benchmarks/results,
 # or $OUT); copy it next to REPORT.md and rebuild: python benchmarks/run_bench.py --report-only <json>.

@@ -2,7 +2,7 @@
 # Prepare a GPU run, HERE (a machine with the project's .venv and package registries): fills the two folders
 # that benchmarks/gpu_check.sh needs on a GPU machine that has no network and no Ultralytics.
 #
-#   .cache/bench-models/  the YOLO11n ONNX export at 640, dynamic batch 1..32 (export/export_onnx.py)
+#   .cache/models/  the YOLO11n ONNX export at 640, dynamic batch 1..32 (export/export_onnx.py)
 #   .cache/gpu-carry/     wheels the GPU machine's Python lacks (pydantic, redis, supervision, trackers ...,
 #                         for Python 3.12 / manylinux x86-64) and the Debian redis-server files
 #
@@ -40,5 +40,5 @@ fi
 echo "[gpu_prepare] the benchmark model"
 "$PY" -c "from benchmarks.common import ensure_yolo11n; print(ensure_yolo11n(640, 32))"
 
-du -sh "$CARRY" .cache/bench-models
-echo "[gpu_prepare] ready: carry .cache/gpu-carry and .cache/bench-models, then run: bash benchmarks/gpu_check.sh"
+du -sh "$CARRY" .cache/models
+echo "[gpu_prepare] ready: carry .cache/gpu-carry and .cache/models, then run: bash benchmarks/gpu_check.sh"

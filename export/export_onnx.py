@@ -149,27 +149,14 @@ def _names_from(option: str | None, model_names: dict[int, str], nc: int) -> dic
     return names
 
 
-def _letterbox(image: np.ndarray, size: int) -> np.ndarray:
-    import cv2
-
-    height, width = image.shape[:2]
-    scale = min(size / height, size / width)
-    new_w, new_h = round(width * scale), round(height * scale)
-    canvas = np.full((size, size, 3), 114, np.uint8)
-    top, left = (size - new_h) // 2, (size - new_w) // 2
-    canvas[top : top + new_h, left : left + new_w] = cv2.resize(
-        image, (new_w, new_h), interpolation=cv2.INTER_LINEAR
-    )
-    return canvas
-
-
 def verification_batch(n: int, imgsz: int, seed: int = 7) -> np.ndarray:
     """``n`` letterboxed synthetic stall frames as a float32 [n, 3, imgsz, imgsz] RGB tensor in 0..1."""
+    from fbvision.letterbox import letterbox
     from fbvision.synth.dataset import samples
 
     frames = []
     for sample in samples(range(seed, seed + n), frames_per_seed=1):
-        frames.append(_letterbox(sample.image, imgsz)[:, :, ::-1])
+        frames.append(letterbox(sample.image, (imgsz, imgsz))[0][:, :, ::-1])
         if len(frames) == n:
             break
     return np.ascontiguousarray(np.stack(frames).transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
