@@ -19,6 +19,13 @@ key                            type      what
 ``K metrics:snapshots``          hash      process name -> its latest metrics snapshot (JSON: latency percentiles...)
 =============================  ========  ====================================================================
 
+Redis Cluster: a URL with ``?cluster=1`` (or ``Transport(..., cluster=True)``) connects with
+``redis.cluster.RedisCluster`` through any one node. Every command the pipeline sends that names several keys
+(the bounded push script, ``XREADGROUP`` over the partitions, the MULTI that writes alerts and acks results)
+needs them in one hash slot, so in cluster mode the keys are always hash-tagged: with the configured
+namespace, or ``{fbv}`` when none is set. TLS is the URL's business: ``rediss://`` plus redis-py's
+``ssl_*`` query arguments (``?ssl_ca_certs=/etc/fbv/ca.pem``).
+
 Blocking calls always use a timeout below the socket timeout. Connection errors are retried with
 exponential back-off and jitter by redis-py; when the server stays away, :class:`TransportUnavailable`
 is raised and the caller's loop backs off and tries again (no stage dies from an outage).
@@ -33,12 +40,13 @@ import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import AuthenticationError
+from redis.cluster import RedisCluster
+from redis.exceptions import AuthenticationError, RedisClusterException, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
@@ -51,6 +59,10 @@ logger = logging.getLogger(__name__)
 
 RESULTS_GROUP = "logic"
 OUTBOX_GROUP = "delivery"
+CLUSTER_QUERY_FLAG = "cluster"
+#: Hash tag of the keys in cluster mode when no namespace is configured.
+CLUSTER_DEFAULT_NAMESPACE = "fbv"
+_TRUE = {"1", "true", "yes", "on"}
 PARTITION_CONSUMER = "owner"  # one consumer name per partition stream: its next owner inherits the pending list
 DEAD_LETTER_CAP = 1000
 
@@ -86,6 +98,18 @@ return 0
 
 class TransportUnavailable(RuntimeError):
     """Redis could not be reached after the retries; the caller should back off and try again."""
+
+
+def split_cluster_flag(url: str) -> tuple[str, bool]:
+    """``redis://host:port/0?cluster=1`` -> (``redis://host:port/0``, True). The flag is ours, not redis-py's,
+    so it is taken out of the URL before redis-py parses it; every other query argument stays."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    flags = [v for k, v in query if k == CLUSTER_QUERY_FLAG]
+    if not flags:
+        return url, False
+    rest = urlencode([(k, v) for k, v in query if k != CLUSTER_QUERY_FLAG])
+    return urlunsplit(parts._replace(query=rest)), flags[-1].strip().lower() in _TRUE
 
 
 @dataclass(frozen=True)
@@ -148,7 +172,8 @@ def _guard(fn):
             return fn(self, *args, **kwargs)
         except AuthenticationError:
             raise  # a wrong password is a configuration error, not an outage: no point in waiting
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        except (RedisConnectionError, RedisTimeoutError, OSError, RedisClusterException) as exc:
+            # RedisClusterException: no node of the cluster answered (all down, slots uncovered).
             raise TransportUnavailable(f"redis at {self.safe_url} unavailable: {exc}") from exc
 
     wrapper.__name__ = fn.__name__
@@ -173,9 +198,14 @@ class Transport:
         retry_max_s: float = 5.0,
         retries: int = 6,
         client_name: str | None = None,
+        cluster: bool | None = None,
     ):
         self.url = url
         self.safe_url = redact_url(url)
+        client_url, url_says_cluster = split_cluster_flag(url)
+        self.cluster = url_says_cluster if cluster is None else cluster
+        if self.cluster and not namespace:
+            namespace = CLUSTER_DEFAULT_NAMESPACE  # multi-key commands need one slot: hash-tag every key
         self.keys = Keys(namespace)
         self.frame_queue_cap = frame_queue_cap
         self.result_partitions = result_partitions
@@ -183,8 +213,7 @@ class Transport:
         self.outbox_maxlen = outbox_maxlen
         self.socket_timeout_s = socket_timeout_s
         self.retry_max_s = retry_max_s
-        self.client = redis.Redis.from_url(
-            url,
+        options = dict(
             socket_timeout=socket_timeout_s,
             socket_connect_timeout=min(socket_timeout_s, 2.0),
             retry=Retry(ExponentialWithJitterBackoff(cap=retry_max_s, base=retry_initial_s), retries),
@@ -192,6 +221,11 @@ class Transport:
             health_check_interval=10,
             client_name=client_name,
         )
+        if self.cluster:
+            # Any one node's URL; the client learns the others (and follows MOVED/ASK) by itself.
+            self.client = RedisCluster.from_url(client_url, **options)
+        else:
+            self.client = redis.Redis.from_url(client_url, **options)
         self._push = self.client.register_script(_PUSH_BOUNDED)
         self._renew = self.client.register_script(_RENEW_LEASE)
         self._release = self.client.register_script(_RELEASE_LEASE)
@@ -211,6 +245,8 @@ class Transport:
             socket_timeout_s=cfg.socket_timeout_s,
             retry_initial_s=cfg.retry_initial_s,
             retry_max_s=cfg.retry_max_s,
+            # A `redis.cluster: true` config field (when there is one) forces cluster mode; otherwise the URL says.
+            **({"cluster": True} if getattr(cfg, "cluster", False) else {}),
             **kwargs,
         )
 
