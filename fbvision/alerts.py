@@ -14,7 +14,7 @@ import hashlib
 import logging
 import uuid
 from enum import Enum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -97,7 +97,7 @@ class AlertEvent(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    schema_version: int = Field(default=SCHEMA_VERSION, ge=1, description="Version of this schema.")
+    schema_version: Literal[1] = Field(default=SCHEMA_VERSION, description="Version of this schema (only 1 exists).")
     id: str = Field(default_factory=lambda: str(uuid.uuid4()), description="Unique id of this event (uuid4).")
     idempotency_key: str = Field(
         description="Deterministic key: same episode, state and severity -> same key."

@@ -302,6 +302,7 @@ class LogicWorker:
                 self.counters.incr("skipped:replayed")
                 continue
             t = msg.timeline.captured or msg.timeline.published or time.time()
+            out_of_order_before = logic.frames_out_of_order
             try:
                 outcome = logic.process(
                     seq=msg.seq, t=t, candidates=Candidates(msg.boxes, msg.scores, msg.class_ids),
@@ -317,6 +318,11 @@ class LogicWorker:
             if cam not in touched:
                 touched.append(cam)
             if outcome is None:
+                continue
+            if logic.frames_out_of_order > out_of_order_before:
+                # Two inference workers can publish one camera's frames slightly out of capture order; the
+                # camera logic skips a frame older than the last one - counted here, not as a judged result.
+                self.counters.incr("dropped:out_of_order")
                 continue
             logic_end = time.time()
             self.latency.add_many(stage_durations(msg.timeline, logic_start, logic_end))

@@ -96,6 +96,19 @@ return 0
 """
 
 
+class _OutageRetry(Retry):
+    """redis-py's Retry, except for a wrong password: AuthenticationError subclasses ConnectionError, but it is
+    a configuration error, and retrying it would only delay the message by the whole back-off."""
+
+    def call_with_retry(self, do, fail, is_retryable=None, with_failure_count=False):
+        def retryable(error: Exception) -> bool:
+            if isinstance(error, AuthenticationError):
+                return False
+            return is_retryable(error) if is_retryable else True
+
+        return super().call_with_retry(do, fail, retryable, with_failure_count)
+
+
 class TransportUnavailable(RuntimeError):
     """Redis could not be reached after the retries; the caller should back off and try again."""
 
@@ -216,7 +229,7 @@ class Transport:
         options = dict(
             socket_timeout=socket_timeout_s,
             socket_connect_timeout=min(socket_timeout_s, 2.0),
-            retry=Retry(ExponentialWithJitterBackoff(cap=retry_max_s, base=retry_initial_s), retries),
+            retry=_OutageRetry(ExponentialWithJitterBackoff(cap=retry_max_s, base=retry_initial_s), retries),
             retry_on_error=[RedisConnectionError, RedisTimeoutError, ConnectionResetError],
             health_check_interval=10,
             client_name=client_name,

@@ -114,6 +114,19 @@ def _descendants(pid: int) -> set[int]:
     return out
 
 
+def _alive(pids) -> dict[int, str]:
+    """The live (non-zombie) processes among ``pids``, with their command lines."""
+    out = {}
+    for p in pids:
+        try:
+            if "zombie" in Path(f"/proc/{p}/status").read_text().lower():
+                continue
+            out[p] = Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:200]
+        except OSError:
+            continue
+    return out
+
+
 @pytest.mark.timeout(240)
 def test_start_and_stop_twice_leaves_nothing_behind(tmp_path):
     before = _descendants(os.getpid())
@@ -124,8 +137,7 @@ def test_start_and_stop_twice_leaves_nothing_behind(tmp_path):
         assert outcome.report["frames"]["inferred"] > 0
         time.sleep(0.5)
         left = _descendants(os.getpid()) - before
-        alive = [p for p in left if Path(f"/proc/{p}").exists() and "zombie" not in Path(f"/proc/{p}/status").read_text().lower()]
-        assert alive == [], f"processes left after run {i}: {alive}"
+        assert _alive(left) == {}, f"processes left after run {i}"
         port = int(run.redis_url.rsplit(":", 1)[1].split("/")[0])
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
@@ -148,10 +160,35 @@ def test_sigterm_twice_is_a_cold_exit(tmp_path):
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
         time.sleep(1.0)
-        alive = [p for p in kids if Path(f"/proc/{p}").exists()
-                 and "zombie" not in Path(f"/proc/{p}/status").read_text().lower()]
-        assert alive == []
+        assert _alive(kids) == {}
         assert proc.returncode != 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_one_sigterm_finishes_in_flight_work_and_writes_the_report(tmp_path):
+    import subprocess
+    import sys
+
+    run_dir = tmp_path / "r"
+    proc = subprocess.Popen([sys.executable, str(REPO_ROOT / "runners" / "run_all.py"), "--no-dashboard",
+                             "--run-dir", str(run_dir), "--duration", "300"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (run_dir / "recording").exists():
+            time.sleep(0.5)
+        time.sleep(5)
+        kids = _descendants(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=90)
+        assert proc.returncode == 0, out[-3000:]
+        report = (run_dir / "report.md").read_text()
+        assert "ended by: signal SIGTERM" in report
+        assert "# fbvision run report" in out
+        time.sleep(1.0)
+        assert _alive(kids) == {}
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

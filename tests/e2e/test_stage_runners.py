@@ -52,7 +52,7 @@ def test_three_stage_runners_share_one_redis(tmp_path):
             assert pushed.get("frames_pushed:barn-a", 0) > 0 and pushed.get("frames_pushed:barn-b", 0) > 0
         finally:
             outputs = {}
-            for name, p in procs.items():
+            for p in procs.values():
                 p.send_signal(signal.SIGTERM)
             for name, p in procs.items():
                 try:

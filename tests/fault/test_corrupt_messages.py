@@ -57,10 +57,6 @@ def test_invalid_alerts_dead_lettered_not_delivered(redis_run):
     assert _delta(rec, "delivery", "failed_permanent") >= 3
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: fbvision/alerts.py AlertEvent.schema_version accepts any int >= 1, so the backend stores an alert of an "
-    "unknown schema version (HTTP 201) instead of rejecting it (400 -> delivery dead-letters it). Fix: "
-    "`schema_version: Literal[1]` (or le=SCHEMA_VERSION) in AlertEvent."))
 def test_wrong_version_alert_is_dead_lettered(redis_run):
     rec = redis_run.faults["corrupt"]
     stored = [a for a in redis_run.run.alerts if a["camera_id"] == "cam-injected"]

@@ -99,12 +99,6 @@ def test_worker_leaving_and_joining_loses_no_alert(workers_run):
     assert int(run.final["logic"].get("leases:released", 0)) >= 1  # logic-1 gave partitions back on the rejoin
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: with two inference workers one camera's results reach its result stream slightly out of capture order; "
-    "fbvision/camera_logic.py CameraLogic.process skips a frame older than the last one and only counts it in "
-    "the in-memory CameraLogic.frames_out_of_order, so the skip is not in stats:logic (it is counted in "
-    "'results'). Fix: LogicWorker._process_batch counts it as dropped:out_of_order (delta of "
-    "frames_out_of_order), and sorts each read batch per camera by capture time before processing (fewer skips)."))
 def test_out_of_order_skips_are_counted(workers_run):
     run = workers_run.run
     skipped = sum(log.read_text(errors="replace").count("is older than the last one")

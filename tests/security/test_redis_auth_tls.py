@@ -86,11 +86,6 @@ def _auth_attempts(server, url) -> int:
     return _connections(server) - before - 1  # minus _connections' own
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: a wrong or missing password makes redis-py raise AuthenticationError, a subclass of ConnectionError, "
-    "which fbvision/transport.py lists in retry_on_error - so Transport retries a configuration error like an "
-    "outage (6 connections, ~26 s with the default back-off) before _guard re-raises it. Fix in "
-    "Transport.__init__: a Retry subclass whose call_with_retry re-raises AuthenticationError at once."))
 @pytest.mark.parametrize("password", [None, "wrong-password"])
 def test_wrong_or_missing_password_fails_at_once(tls_redis, password):
     url = tls_redis.url.replace(f":{PASSWORD}@", f":{password}@" if password else "")
