@@ -27,6 +27,8 @@ from urllib.parse import quote
 
 import redis
 
+from fbvision.procutil import own_session_dying_with_parent
+
 logger = logging.getLogger(__name__)
 
 INSTALL_HINT = (
@@ -37,17 +39,6 @@ INSTALL_HINT = (
 
 class RedisServerError(RuntimeError):
     pass
-
-
-def _die_with_parent() -> None:
-    """preexec_fn: own session (so Ctrl-C in a terminal reaches only us), SIGTERM when the parent dies."""
-    os.setsid()
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 def find_redis_server() -> str:
@@ -172,7 +163,7 @@ class EmbeddedRedis:
         if self.password:
             args += ["--requirepass", self.password]
         self.proc = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=_die_with_parent
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=own_session_dying_with_parent
         )
         if not self._atexit_registered:
             atexit.register(self.stop)

@@ -25,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from fbvision.procutil import die_with_parent
+
 logger = logging.getLogger(__name__)
 
 
@@ -32,18 +34,9 @@ class CrashLoop(RuntimeError):
     pass
 
 
-def _die_with_parent(sig: int = signal.SIGKILL) -> None:
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, sig)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 def _stage_main(name: str, target: Callable, args: tuple, stop, log_level: int) -> None:
     """Entry of every stage process."""
-    _die_with_parent()
+    die_with_parent(signal.SIGKILL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     hits = {"n": 0}
 
