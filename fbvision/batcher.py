@@ -150,33 +150,36 @@ def autotune(
 ) -> AutotuneResult:
     """Measure throughput per batch size on ``engine`` and choose the batch size to run with.
 
-    Each size gets one untimed run, then is timed for about ``budget_s / len(sizes)`` (at least
-    ``min_iterations`` runs); the median time per batch gives frames/s. The chosen size is the smallest whose
-    throughput is at least ``tolerance`` x the best; batch 1 is always measured, so the choice is never slower
-    than batch 1 by more than that noise margin. The wait to use is ``min(max_wait_ms, ms per batch at 1)``:
-    waiting longer than one single-frame inference takes cannot pay off; with batch 1 there is nothing to wait for.
+    Each size gets one untimed run; then the sizes are timed in interleaved rounds (one call each per round)
+    for about ``budget_s`` (at least ``min_iterations`` rounds), so a burst of contention - other stages
+    starting beside the worker - is spread over every size instead of skewing one; the median time per batch
+    gives frames/s. The chosen size is the smallest whose throughput is at least ``tolerance`` x the best;
+    batch 1 is always measured, so the choice is never slower than batch 1 by more than that noise margin. The
+    wait to use is ``min(max_wait_ms, ms per batch at 1)``: waiting longer than one single-frame inference takes
+    cannot pay off; with batch 1 there is nothing to wait for.
     """
     started = clock()
     sizes = sorted({1, *(int(b) for b in (candidate_sizes or candidate_batch_sizes(engine.max_batch)))})
     sizes = [b for b in sizes if 1 <= b <= engine.max_batch]
     h, w = engine.input_size
-    per_size_s = budget_s / len(sizes)
     rng = np.random.default_rng(0)
+    batches = {b: rng.random((b, 3, h, w), dtype=np.float32) for b in sizes}
+    for batch in batches.values():
+        engine.infer(batch)  # untimed: first-call allocations
+    times: dict[int, list[float]] = {b: [] for b in sizes}
+    rounds_started = clock()
+    rounds = 0
+    while rounds < min_iterations or (clock() - rounds_started < budget_s and rounds < 200):
+        for b in sizes:
+            t0 = clock()
+            engine.infer(batches[b])
+            times[b].append(clock() - t0)
+        rounds += 1
     rows: list[dict] = []
     for b in sizes:
-        batch = rng.random((b, 3, h, w), dtype=np.float32)
-        engine.infer(batch)  # untimed: first-call allocations
-        times: list[float] = []
-        size_started = clock()
-        while len(times) < min_iterations or clock() - size_started < per_size_s:
-            t0 = clock()
-            engine.infer(batch)
-            times.append(clock() - t0)
-            if len(times) >= 200:
-                break
-        ms = float(np.median(times)) * 1000.0
+        ms = float(np.median(times[b])) * 1000.0
         rows.append({"batch": b, "frames_per_s": b / (ms / 1000.0) if ms > 0 else float("inf"),
-                     "ms_per_batch": ms, "iterations": len(times)})
+                     "ms_per_batch": ms, "iterations": len(times[b])})
     base = rows[0]["frames_per_s"]
     for row in rows:
         row["ratio_vs_1"] = row["frames_per_s"] / base if base > 0 else 1.0

@@ -109,6 +109,10 @@ def _ts(t: float | None) -> str:
     return time.strftime("%H:%M:%S", time.localtime(t)) if t else "-"
 
 
+def _secs(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} s"
+
+
 def render_markdown(r: dict) -> str:
     m = r["machine"]
     lines = [
@@ -145,8 +149,8 @@ def render_markdown(r: dict) -> str:
         s = gt["summary"]
         lines += ["", "## Alerts versus ground truth (synthetic cameras)", "",
                   f"hits **{s['hits']}**, misses **{s['misses']}**, false alerts **{s['false_alerts']}**, "
-                  f"not yet due {s['not_due']}; time to alert median {s['time_to_alert_s_median']} s, "
-                  f"max {s['time_to_alert_s_max']} s", "",
+                  f"not yet due {s['not_due']}; time to alert median {_secs(s['time_to_alert_s_median'])}, "
+                  f"max {_secs(s['time_to_alert_s_max'])}", "",
                   "| camera | rule | onset | raised | time to alert (s) | outcome |", "|---|---|---|---|---|---|"]
         for mt in gt["matches"]:
             tta = f"{mt['time_to_alert_s']:.1f}" if mt["time_to_alert_s"] is not None else "-"
