@@ -229,3 +229,20 @@ def test_candidate_sizes():
     assert candidate_batch_sizes(1) == [1]
     assert candidate_batch_sizes(8) == [1, 2, 4, 8]
     assert candidate_batch_sizes(12) == [1, 2, 4, 8, 12]
+
+
+def test_sparse_traffic_does_not_wait_for_a_batch_that_will_not_come():
+    # 4 cameras x 5 fps, staggered: a frame every 50 ms. Waiting 10 ms for a second frame would only add latency.
+    queue = FakeQueue([(0.05 * i, frame(i, 0.05 * i)) for i in range(200)])
+    batcher = batcher_for(queue, max_batch=8, max_wait_ms=10.0)
+    waits = [batcher.next().wait_ms for _ in range(120)]
+    assert max(waits[:30]) > 9.0  # the first window: no rate known yet, it waits as configured
+    assert max(waits[60:]) < 1.0  # once the rate is known (one frame per 50 ms): no pointless wait
+
+
+def test_dense_traffic_still_waits_to_fill_batches():
+    # A frame every 2 ms: waiting up to 10 ms gathers several.
+    queue = FakeQueue([(0.002 * i, frame(i, 0.002 * i)) for i in range(3000)])
+    batcher = batcher_for(queue, max_batch=8, max_wait_ms=10.0)
+    sizes = [len(batcher.next()) for _ in range(400)]
+    assert sum(sizes[-100:]) / 100 >= 4
