@@ -175,10 +175,11 @@ def autotune(
 ) -> AutotuneResult:
     """Measure throughput per batch size on ``engine`` and choose the batch size to run with.
 
-    Each size gets one untimed run; then the sizes are timed in interleaved rounds (one call each per round)
-    for about ``budget_s`` (at least ``min_iterations`` rounds), so a burst of contention - other stages
-    starting beside the worker - is spread over every size instead of skewing one; the median time per batch
-    gives frames/s. The chosen size is the smallest whose throughput is at least ``tolerance`` x the best;
+    The sizes are timed in interleaved rounds for about ``budget_s`` (at least ``min_iterations`` rounds), so a
+    burst of contention - other stages starting beside the worker - is spread over every size instead of skewing
+    one. In each round every size gets an untimed call, then a timed one: a size measured right after a much
+    bigger batch would otherwise pay for the caches and thread pool that batch left cold, which steady traffic of
+    that size does not. The median time per batch gives frames/s. The chosen size is the smallest whose throughput is at least ``tolerance`` x the best;
     batch 1 is always measured, so the choice is never slower than batch 1 by more than that noise margin. The
     wait to use is ``min(max_wait_ms, ms per batch at 1)``: waiting longer than one single-frame inference takes
     cannot pay off; with batch 1 there is nothing to wait for.
@@ -189,13 +190,12 @@ def autotune(
     h, w = engine.input_size
     rng = np.random.default_rng(0)
     batches = {b: rng.random((b, 3, h, w), dtype=np.float32) for b in sizes}
-    for batch in batches.values():
-        engine.infer(batch)  # untimed: first-call allocations
     times: dict[int, list[float]] = {b: [] for b in sizes}
     rounds_started = clock()
     rounds = 0
     while rounds < min_iterations or (clock() - rounds_started < budget_s and rounds < 200):
         for b in sizes:
+            engine.infer(batches[b])  # untimed: back to this size's steady state
             t0 = clock()
             engine.infer(batches[b])
             times[b].append(clock() - t0)
