@@ -380,9 +380,9 @@ def _micro_section(doc: dict) -> list[str]:
     if blpop:
         ms = blpop[0]["stats"]["median"] * 1000
         lines += [f"A 5 ms blocking pop on an empty queue took {ms:.0f} ms: Redis checks blocking-command timeouts "
-                  f"only {blpop[0]['extra_info']['redis_hz']} times a second (`hz`). The batcher bounds its wait "
-                  "(`max_wait_ms`) with such timeouts, so whenever the queue runs dry mid-batch the wait is up to "
-                  "1000/hz ms, not max_wait_ms (see *batch wait* in the end-to-end tables).", ""]
+                  f"only {blpop[0]['extra_info']['redis_hz']} times a second (`hz`). That is why the inference worker "
+                  "does not use blocking pops for its short batch waits: below 200 ms it polls with non-blocking "
+                  "`LPOP`s (`InferenceWorker._pop`), so `max_wait_ms` means what it says.", ""]
     return lines
 
 
