@@ -11,9 +11,9 @@ import os
 import signal
 import socket
 import time
-from pathlib import Path
 
 import pytest
+from fbv_testutil import alive, descendants
 
 from fbvision.config import DEMO_CONFIG, REPO_ROOT, load_settings
 from fbvision.groundtruth import expected_alerts, smoothing_lag_s
@@ -99,45 +99,20 @@ def test_ground_truth_scoring_in_the_report(acceptance_run):
     assert [e.rule for e in exp] == ["horse_down"]
 
 
-def _descendants(pid: int) -> set[int]:
-    out, frontier = set(), {pid}
-    while frontier:
-        children = set()
-        for p in frontier:
-            try:
-                with open(f"/proc/{p}/task/{p}/children") as fh:
-                    children |= {int(c) for c in fh.read().split()}
-            except OSError:
-                pass
-        out |= children
-        frontier = children
-    return out
-
-
-def _alive(pids) -> dict[int, str]:
-    """The live (non-zombie) processes among ``pids``, with their command lines."""
-    out = {}
-    for p in pids:
-        try:
-            if "zombie" in Path(f"/proc/{p}/status").read_text().lower():
-                continue
-            out[p] = Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:200]
-        except OSError:
-            continue
-    return out
-
-
 @pytest.mark.timeout(240)
 def test_start_and_stop_twice_leaves_nothing_behind(tmp_path):
-    before = _descendants(os.getpid())
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()  # the test process's own helper (spawn): it lives as long as pytest does
+    before = descendants(os.getpid())
     for i in range(2):
         run = PipelineRun(settings_for({"cam-a": "normal_walk"}), tmp_path / f"run{i}", dashboard=False)
         outcome = run.execute(25.0)
         assert outcome.exit_reason == "duration"
         assert outcome.report["frames"]["inferred"] > 0
         time.sleep(0.5)
-        left = _descendants(os.getpid()) - before
-        assert _alive(left) == {}, f"processes left after run {i}"
+        left = descendants(os.getpid()) - before
+        assert alive(left) == {}, f"processes left after run {i}"
         port = int(run.redis_url.rsplit(":", 1)[1].split("/")[0])
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
@@ -153,14 +128,14 @@ def test_sigterm_twice_is_a_cold_exit(tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         time.sleep(8)
-        kids = _descendants(proc.pid)
+        kids = descendants(proc.pid)
         assert kids, "the runner started no stage processes"
         proc.send_signal(signal.SIGTERM)
         time.sleep(0.3)
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
         time.sleep(1.0)
-        assert _alive(kids) == {}
+        assert alive(kids) == {}
         assert proc.returncode != 0
     finally:
         if proc.poll() is None:
@@ -180,7 +155,7 @@ def test_one_sigterm_finishes_in_flight_work_and_writes_the_report(tmp_path):
         while time.monotonic() < deadline and not (run_dir / "recording").exists():
             time.sleep(0.5)
         time.sleep(5)
-        kids = _descendants(proc.pid)
+        kids = descendants(proc.pid)
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=90)
         assert proc.returncode == 0, out[-3000:]
@@ -188,7 +163,7 @@ def test_one_sigterm_finishes_in_flight_work_and_writes_the_report(tmp_path):
         assert "ended by: signal SIGTERM" in report
         assert "# fbvision run report" in out
         time.sleep(1.0)
-        assert _alive(kids) == {}
+        assert alive(kids) == {}
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

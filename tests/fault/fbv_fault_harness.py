@@ -21,9 +21,11 @@ import signal
 import statistics
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from fbv_testutil import descendants, wait_for  # noqa: F401 - re-exported to the fault modules
 
 from fbvision.config import DEMO_CONFIG, REPO_ROOT, Settings, load_settings
 from fbvision.groundtruth import expected_alerts, smoothing_lag_s
@@ -91,21 +93,6 @@ def make_settings(cameras: dict[str, str], *, fps: float = 5.0, overrides: dict[
 
 # -- process helpers ---------------------------------------------------------------------------------------------
 
-def descendants(pid: int) -> set[int]:
-    out, frontier = set(), {pid}
-    while frontier:
-        children = set()
-        for p in frontier:
-            try:
-                with open(f"/proc/{p}/task/{p}/children") as fh:
-                    children |= {int(c) for c in fh.read().split()}
-            except OSError:
-                pass
-        out |= children
-        frontier = children
-    return out
-
-
 def alive(pid: int) -> bool:
     try:
         status = Path(f"/proc/{pid}/status").read_text()
@@ -138,17 +125,6 @@ def any_thread_running(pid: int) -> bool:
         if stat.rsplit(")", 1)[1].split()[0] == "R":
             return True
     return False
-
-
-def wait_for(predicate: Callable[[], object], timeout_s: float, interval_s: float = 0.25, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met within {timeout_s:.0f} s")
-        time.sleep(interval_s)
 
 
 # -- the pipeline ------------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import time
 import cv2
 import numpy as np
 import pytest
+from fbv_testutil import wait_for
 
 from fbvision.config import CameraConfig, ProducerConfig
 from fbvision.letterbox import compute_letterbox
@@ -37,16 +38,6 @@ def finish(stop: threading.Event, thread: threading.Thread, within_s: float = 10
     thread.join(within_s)
     assert not thread.is_alive(), "camera manager did not stop"
     return time.monotonic() - t0
-
-
-def wait_for(predicate, timeout_s: float, interval_s: float = 0.05):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval_s)
-    raise AssertionError(f"condition not met within {timeout_s} s")
 
 
 class PatternCapture:

@@ -11,6 +11,7 @@ import time
 import cv2
 import numpy as np
 import pytest
+from fbv_testutil import wait_for
 
 from fbvision.config import CameraConfig, InferenceConfig, ModelConfig, ProducerConfig
 from fbvision.inference import InferenceWorker
@@ -27,16 +28,6 @@ PASSWORD = "s3cret-Pa55"
 
 def with_credentials(url: str) -> str:
     return url.replace("rtsp://", f"rtsp://viewer:{PASSWORD}@")
-
-
-def wait_for(predicate, timeout_s: float, interval_s: float = 0.1):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval_s)
-    raise AssertionError(f"condition not met within {timeout_s} s")
 
 
 def producer_config() -> ProducerConfig:
