@@ -382,7 +382,7 @@ def _micro_section(doc: dict) -> list[str]:
         lines += [f"A 5 ms blocking pop on an empty queue took {ms:.0f} ms: Redis checks blocking-command timeouts "
                   f"only {blpop[0]['extra_info']['redis_hz']} times a second (`hz`). That is why the inference worker "
                   "does not use blocking pops for its short batch waits: below 200 ms it polls with non-blocking "
-                  "`LPOP`s (`InferenceWorker._pop`), so `max_wait_ms` means what it says.", ""]
+                  "`LPOP`s (`Transport.pop_frames`), so `max_wait_ms` means what it says.", ""]
     return lines
 
 

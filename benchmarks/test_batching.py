@@ -45,9 +45,6 @@ class MemoryTransport:
         self.published = 0
 
     def pop_frames(self, max_n: int, timeout_s: float) -> list[bytes]:
-        return self.pop_frames_nowait(max_n)
-
-    def pop_frames_nowait(self, max_n: int) -> list[bytes]:
         n = min(max_n, len(self.queue))
         return [self.queue.popleft() for _ in range(n)]
 

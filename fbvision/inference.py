@@ -41,8 +41,6 @@ from fbvision.wire import FrameMessage, ResultMessage, Timeline, WireError, enco
 logger = logging.getLogger(__name__)
 
 STAGE = "inference"
-SHORT_WAIT_S = 0.2  # waits shorter than this poll instead of blocking in Redis (see _pop)
-POLL_INTERVAL_S = 0.001
 FRAME_QUEUE = "batch_frames"
 _INV_255 = np.float32(1.0 / 255.0)
 
@@ -214,17 +212,7 @@ class InferenceWorker:
 
     # -- per batch ----------------------------------------------------------------------------------------------
     def _pop(self, max_n: int, timeout_s: float) -> list[bytes]:
-        if timeout_s >= SHORT_WAIT_S:
-            return self.transport.pop_frames(max_n, timeout_s)
-        # Redis checks blocked clients' timeouts only `hz` times a second (10 by default), so a 5 ms BLPOP
-        # can take 100 ms: short batch waits poll with non-blocking pops instead (each ~0.1 ms on loopback).
-        deadline = time.monotonic() + timeout_s
-        while True:
-            frames = self.transport.pop_frames_nowait(max_n)
-            remaining = deadline - time.monotonic()
-            if frames or remaining <= 0:
-                return frames
-            time.sleep(min(POLL_INTERVAL_S, remaining))
+        return self.transport.pop_frames(max_n, timeout_s)
 
     def _account_drops(self, batch: Batch) -> None:
         self._count("frames_in", batch.popped)

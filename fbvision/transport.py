@@ -65,6 +65,8 @@ CLUSTER_DEFAULT_NAMESPACE = "fbv"
 _TRUE = {"1", "true", "yes", "on"}
 PARTITION_CONSUMER = "owner"  # one consumer name per partition stream: its next owner inherits the pending list
 DEAD_LETTER_CAP = 1000
+SHORT_WAIT_S = 0.2  # frame pops shorter than this poll instead of blocking in Redis (see pop_frames)
+POLL_INTERVAL_S = 0.001
 
 # Push one frame, trim the list to the cap, count what the trim dropped - atomically.
 _PUSH_BOUNDED = """
@@ -305,6 +307,16 @@ class Transport:
         """Up to ``max_n`` frames in FIFO order; blocks at most ``timeout_s`` for the first one."""
         if max_n < 1:
             return []
+        if timeout_s < SHORT_WAIT_S:
+            # Redis checks blocked clients' timeouts only `hz` times a second (10 by default), so a 5 ms BLPOP
+            # can take 100 ms: short waits poll with non-blocking pops instead (each ~0.1 ms on loopback).
+            deadline = time.monotonic() + timeout_s
+            while True:
+                frames = self.pop_frames_nowait(max_n)
+                remaining = deadline - time.monotonic()
+                if frames or remaining <= 0:
+                    return frames
+                time.sleep(min(POLL_INTERVAL_S, remaining))
         first = self.client.blpop([self.keys.frames], timeout=self._block_s(timeout_s))
         if first is None:
             return []

@@ -42,6 +42,18 @@ def test_blocking_pop_on_empty_queue_returns_within_timeout(transport):
     assert 0.25 <= elapsed < 1.5
 
 
+def test_short_pops_do_not_wait_for_the_redis_timer(transport):
+    """Redis checks blocking timeouts only `hz` (10) times a second: a 5 ms BLPOP takes ~100 ms."""
+    waits = []
+    for _ in range(10):
+        t0 = time.monotonic()
+        assert transport.pop_frames(7, timeout_s=0.005) == []
+        waits.append(time.monotonic() - t0)
+    assert sorted(waits)[len(waits) // 2] < 0.04, waits
+    transport.push_frames(frames(3))
+    assert transport.pop_frames(7, timeout_s=0.005) == frames(3)
+
+
 def test_blocking_pop_wakes_on_push(transport, redis_url):
     other = Transport(redis_url)
     timer = threading.Timer(0.2, lambda: other.push_frame(b"late"))
