@@ -4,7 +4,6 @@ supervised process, a live dashboard, and a run report at the end. ``runners/run
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import time
@@ -195,6 +194,3 @@ class PipelineRun:
             self.cold_stop()
             self.close()
 
-
-def write_json(path: Path, data: object) -> None:
-    path.write_text(json.dumps(data, indent=2, default=str))
