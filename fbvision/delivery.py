@@ -230,14 +230,9 @@ class AlertDelivery:
         if not force and now < self._next_report:
             return
         self._next_report = now + REPORT_INTERVAL_S
-        delta = self.counters.drain()
-        try:
-            self._outbox_pending = self.transport.outbox_pending()
-            self.transport.incr("delivery", delta)
-            self.transport.put_snapshot(f"delivery:{self.consumer}", self.snapshot())
-        except TransportUnavailable:
-            self.counters.restore(delta)
-            raise
+        self._outbox_pending = self.transport.outbox_pending()
+        self.transport.report_totals("delivery", self.counters.writer, self.counters.snapshot())
+        self.transport.put_snapshot(f"delivery:{self.consumer}", self.snapshot())
 
     def snapshot(self) -> dict[str, object]:
         return snapshot(

@@ -35,7 +35,7 @@ from fbvision.letterbox import Letterbox
 from fbvision.modelinfo import ModelError
 from fbvision.postprocess import decode_yolo
 from fbvision.sources import LogThrottle
-from fbvision.transport import Transport, TransportUnavailable
+from fbvision.transport import Transport, TransportUnavailable, message_id, new_token
 from fbvision.wire import FrameMessage, ResultMessage, Timeline, WireError, encode_result
 
 logger = logging.getLogger(__name__)
@@ -107,8 +107,10 @@ class InferenceWorker:
         self._pool: ThreadPoolExecutor | None = None
         self._tensor = np.empty((max_batch, 3, self.input_h, self.input_w), dtype=np.float32)
         self._pending: collections.deque[ResultMessage] = collections.deque()
-        self._counts: collections.Counter = collections.Counter()
-        self._totals: collections.Counter = collections.Counter()  # since start, for stats()
+        self._totals: collections.Counter = collections.Counter()  # since start: stats() and the shared counters
+        self._writer = new_token()  # this worker's name in the shared counters
+        # Attempt token of the pending results while a publish of them is unconfirmed (see _publish_pending).
+        self._pending_token: str | None = None
         self._queue_depth: int | None = None
         self._throttle = LogThrottle(10.0)
         self._lock = threading.Lock()
@@ -317,7 +319,8 @@ class InferenceWorker:
         t0 = time.perf_counter()
         now = time.time()
         pending = list(self._pending)
-        payloads: list[tuple[str, bytes]] = []
+        payloads: list[tuple[str, bytes, str]] = []
+        unencodable: set[int] = set()
         for r in pending:
             stamped = ResultMessage(
                 camera_id=r.camera_id, seq=r.seq, src_w=r.src_w, src_h=r.src_h,
@@ -326,34 +329,44 @@ class InferenceWorker:
                 batch_size=r.batch_size, boxes=r.boxes, scores=r.scores, class_ids=r.class_ids,
             )
             try:
-                payloads.append((r.camera_id, encode_result(stamped)))
+                payload = encode_result(stamped)
             except WireError as exc:  # e.g. more boxes than the wire allows: top_k is bounded, so a bug
                 self._count("dropped:result_encode")
                 logger.error("inference %s: result of camera %s not encodable: %s", self.name, r.camera_id, exc)
-        self.transport.publish_results(payloads)  # raises TransportUnavailable: the results stay pending
+                unencodable.add(id(r))
+                continue
+            payloads.append((r.camera_id, payload, message_id(r.camera_id, r.seq, r.timeline.captured)))
+        if unencodable:  # counted once, not again on a retry
+            self._pending = collections.deque(r for r in pending if id(r) not in unencodable)
+        # Once ids make the publish idempotent: a retry (redis-py's after a lost reply, or ours of the whole
+        # pending list after TransportUnavailable) under the same token skips what the first attempt wrote.
+        token = self._pending_token = self._pending_token or new_token()
+        reply = self.transport.publish_results(  # raises TransportUnavailable: the results stay pending
+            [(cam, payload) for cam, payload, _ in payloads], once=[i for _, _, i in payloads], token=token,
+        )
         self._pending.clear()
-        self._count("frames_out", len(payloads))
+        self._pending_token = None
+        duplicates = sum(1 for r in reply if r == "!")
+        if duplicates:  # the same frame inferred twice (it was queued twice): its first result stands
+            self._count("dropped:duplicate", duplicates)
+        self._count("frames_out", len(payloads) - duplicates)
         self._count("time_ms:publish", (time.perf_counter() - t0) * 1000.0)
 
     # -- counters -----------------------------------------------------------------------------------------------
     def _count(self, key: str, value: float = 1) -> None:
         with self._lock:
-            self._counts[key] += value
             self._totals[key] += value
 
     def _flush_stats(self) -> None:
         with self._lock:
-            counts = dict(self._counts)
-            self._counts.clear()
-        # Redis needs int increments for counters and floats for the time sums.
-        payload = {k: (float(v) if k.startswith("time_ms:") else int(v)) for k, v in counts.items()}
+            totals = dict(self._totals)
+        # Running totals (idempotent, see Transport.report_totals); Redis needs ints for counters, floats for
+        # the time sums.
+        payload = {k: (float(v) if k.startswith("time_ms:") else int(v)) for k, v in totals.items()}
         try:
-            self.transport.incr(STAGE, payload)
+            self.transport.report_totals(STAGE, self._writer, payload)
         except TransportUnavailable:
-            with self._lock:  # keep them for the next flush
-                for k, v in counts.items():
-                    self._counts[k] += v
-            return
+            return  # the next flush reports the totals, this one's included
         try:
             self._queue_depth = self.transport.frame_queue_depth()
             self.transport.put_snapshot(f"{STAGE}:{self.name}", self.stats())

@@ -383,13 +383,8 @@ class LogicWorker:
         )
 
     def report(self) -> None:
-        delta = self.counters.drain()
-        try:
-            self.transport.incr(STATS_STAGE, delta)
-            self.transport.put_snapshot(f"logic:{self.worker_id}", self.snapshot())
-        except TransportUnavailable:
-            self.counters.restore(delta)
-            raise
+        self.transport.report_totals(STATS_STAGE, self.counters.writer, self.counters.snapshot())
+        self.transport.put_snapshot(f"logic:{self.worker_id}", self.snapshot())
 
     def _shutdown(self) -> None:
         if self.recorder is not None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import secrets
 import threading
 import time
 from collections.abc import Mapping
@@ -127,36 +128,26 @@ class LatencyStats:
 
 
 class Counters:
-    """Named event counts. ``drain()`` hands out what was added since the last drain (for ``Transport.incr``)."""
+    """Named event counts since the process started. ``writer`` names them in the shared counters in Redis, to
+    which they go as running totals (``Transport.report_totals``: a report repeated after a lost reply adds
+    nothing, and one that failed is simply made up by the next)."""
 
     def __init__(self, *, prometheus_stage: str = ""):
         self._stage = prometheus_stage
         self._totals: dict[str, int | float] = {}
-        self._undrained: dict[str, int | float] = {}
         self._lock = threading.Lock()
+        self.writer = secrets.token_hex(8)
 
     def incr(self, name: str, n: int | float = 1) -> None:
         if not n:
             return
         with self._lock:
             self._totals[name] = self._totals.get(name, 0) + n
-            self._undrained[name] = self._undrained.get(name, 0) + n
         _prom_count(self._stage, name, n)
 
     def get(self, name: str) -> int | float:
         with self._lock:
             return self._totals.get(name, 0)
-
-    def drain(self) -> dict[str, int | float]:
-        with self._lock:
-            out, self._undrained = self._undrained, {}
-        return out
-
-    def restore(self, undrained: Mapping[str, int | float]) -> None:
-        """Put back a drained delta that could not be written (Redis was away), so nothing is lost."""
-        with self._lock:
-            for name, n in undrained.items():
-                self._undrained[name] = self._undrained.get(name, 0) + n
 
     def snapshot(self) -> dict[str, int | float]:
         with self._lock:

@@ -27,7 +27,7 @@ import numpy as np
 from fbvision.config import CameraConfig, ProducerConfig, Settings
 from fbvision.letterbox import Letterbox, letterbox
 from fbvision.sources import FrameSource, LogThrottle, SourceState, open_source
-from fbvision.transport import Transport, TransportUnavailable
+from fbvision.transport import Transport, TransportUnavailable, message_id, new_token
 from fbvision.wire import FrameMessage, WireError, encode_frame
 
 logger = logging.getLogger(__name__)
@@ -105,7 +105,10 @@ class CameraManager:
         self._status: dict[str, dict] = {}
         self._status_dirty: set[str] = set()
         self._counters = {c.id: _CameraCounters() for c in self.cameras}
-        self._flushed = {c.id: _CameraCounters() for c in self.cameras}
+        self._writer = new_token()  # this manager's name in the shared counters (reports running totals)
+        # The attempt token of frames whose push failed: they go out again under it, so a push that did reach
+        # Redis before its reply was lost is recognised as ours and counted once.
+        self._unconfirmed_token: str | None = None
         self._pushes = 0
         self._queue_full_drops = 0
         self._push_failures = 0
@@ -267,22 +270,30 @@ class CameraManager:
                 logger.warning("camera %s: frame %d not encodable (%s), dropped", f.camera_id, f.seq, exc)
                 with self._lock:
                     self._counters[f.camera_id].dropped_encode += 1
+        token = self._unconfirmed_token or new_token()
         try:
-            dropped = self.transport.push_frames(messages)
+            pushed = self.transport.push_frames(
+                messages, once=[message_id(f.camera_id, f.seq, f.capture_ts) for f in counted], token=token,
+            )
         except TransportUnavailable:
+            self._unconfirmed_token = token
             with self._lock:  # put them back in front of anything read meanwhile, still bounded
-                self._buffer.extendleft(reversed(pending))
+                self._buffer.extendleft(reversed(counted))  # not the unencodable ones: counted already
                 while len(self._buffer) > self.max_buffered:
                     old = self._buffer.popleft()
                     self._counters[old.camera_id].dropped_buffer += 1
             raise
+        self._unconfirmed_token = None
+        if pushed.duplicates:
+            logger.warning("camera manager %s: %d frames had been pushed before by another writer; skipped",
+                           self.name, pushed.duplicates)
         with self._lock:
             self._pushes += 1
-            for f in counted:
+            for f in counted:  # a frame an earlier attempt of ours pushed (reply lost) is in the queue once
                 self._counters[f.camera_id].pushed += 1
             # The queue cap dropped the oldest frames in Redis (any producer's); the transport counts them in
             # stats:queue, here only this manager's total is kept.
-            self._queue_full_drops += int(dropped)
+            self._queue_full_drops += pushed.dropped_by_cap
 
     def _publish_statuses(self) -> None:
         with self._lock:
@@ -299,22 +310,14 @@ class CameraManager:
     def _flush_stats(self) -> None:
         names = {"read": "frames_read", "pushed": "frames_pushed", "dropped_buffer": "dropped:buffer_full",
                  "dropped_encode": "dropped:encode"}
-        counts: dict[str, int] = {}
+        totals: dict[str, int] = {}
         with self._lock:
-            deltas = {}
             for cam_id, counters in self._counters.items():
-                flushed = self._flushed[cam_id]
-                deltas[cam_id] = {k: v - getattr(flushed, k) for k, v in counters.as_dict().items()}
+                for key, value in counters.as_dict().items():
+                    if value:
+                        totals[names[key]] = totals.get(names[key], 0) + value
+                        totals[f"{names[key]}:{cam_id}"] = value
             snapshot = self._stats_locked()
-        for cam_id, delta in deltas.items():
-            for key, value in delta.items():
-                if value:
-                    counts[names[key]] = counts.get(names[key], 0) + value
-                    counts[f"{names[key]}:{cam_id}"] = value
-        self.transport.incr(STAGE, counts)
-        with self._lock:  # only what reached Redis is marked flushed; a failed flush is retried whole
-            for cam_id, delta in deltas.items():
-                flushed = self._flushed[cam_id]
-                for key, value in delta.items():
-                    setattr(flushed, key, getattr(flushed, key) + value)
+        # Running totals, not deltas: a flush retried after a lost reply, or after a failure, counts once.
+        self.transport.report_totals(STAGE, self._writer, totals)
         self.transport.put_snapshot(f"{STAGE}:{self.name}", snapshot)

@@ -11,7 +11,10 @@ key                            type      what
                                          consumer group ``logic``; entry field ``r``
 ``K alerts:outbox``            stream    alert events (JSON), consumer group ``delivery``; field ``a``
 ``K cameras:status``           hash      camera id -> status JSON (state, since, last_frame_ts, detail)
-``K stats:<stage>``            hash      counters of a stage (``frames_in``, ``dropped:stale`` ...)
+``K stats:<stage>``            hash      counters of a stage (``frames_in``, ``dropped:stale`` ...), the sum of
+                                         its writers' totals
+``K stats:<stage>:w:<writer>`` hash      one writer's totals as last reported (expires a day after its last report)
+``K once:<digest>``            string    a frame/result already written, and by which write (expires)
 ``K dead_letter``              list      (capped) JSON records of messages that could not be decoded
 ``K logic:lease:<p>``          string    which logic worker owns result partition ``p`` (expires)
 ``K logic:workers``            zset      live logic workers, scored by last heartbeat
@@ -26,6 +29,15 @@ needs them in one hash slot, so in cluster mode the keys are always hash-tagged:
 namespace, or ``{fbv}`` when none is set. TLS is the URL's business: ``rediss://`` plus redis-py's
 ``ssl_*`` query arguments (``?ssl_ca_certs=/etc/fbv/ca.pem``).
 
+Retried writes are idempotent. redis-py retries a command whose reply was lost (a connection killed, a server
+frozen past the socket timeout), and the stages retry whole writes after :class:`TransportUnavailable`; the
+first attempt may well have been executed. So a frame push and a result publish carry one *once key* per
+message (camera, sequence, capture time) and the writer's attempt token: a message whose key exists is not
+written again, and the script says whether the key came from this writer's own earlier attempt (the message is
+in Redis once: count it as written) or from another write (a genuine duplicate). Counters are reported as the
+writer's running totals, which the script turns into increments of the shared hash, so a repeated report adds
+nothing.
+
 Blocking calls always use a timeout below the socket timeout. Connection errors are retried with
 exponential back-off and jitter by redis-py; when the server stays away, :class:`TransportUnavailable`
 is raised and the caller's loop backs off and tries again (no stage dies from an outage).
@@ -33,11 +45,13 @@ is raised and the caller's loop backs off and tries again (no stage dies from an
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import secrets
 import time
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -68,10 +82,29 @@ DEAD_LETTER_CAP = 1000
 SHORT_WAIT_S = 0.2  # frame pops shorter than this poll instead of blocking in Redis (see pop_frames)
 POLL_INTERVAL_S = 0.001
 
-# Push one frame, trim the list to the cap, count what the trim dropped - atomically.
+#: How long a once key lives: far longer than redis-py's retries plus a stage's own retries of one write.
+ONCE_TTL_MS = 10 * 60 * 1000
+#: How long a writer's reported totals are kept after its last report (then it is presumed gone for good).
+WRITER_TOTALS_TTL_MS = 24 * 3600 * 1000
+
+# Push frames, skipping those already pushed (once keys), trim the list to the cap and count what the trim
+# dropped - atomically. KEYS: list, stats hash, then one once key per message (or none). ARGV: cap, counter
+# field, attempt token, once TTL, then the messages. Returns {dropped by the cap, own retries, duplicates}.
 _PUSH_BOUNDED = """
-local n = 0
-for i = 3, #ARGV do n = redis.call('RPUSH', KEYS[1], ARGV[i]) end
+local n = redis.call('LLEN', KEYS[1])
+local own, dup = 0, 0
+local with_once = #KEYS > 2
+for i = 5, #ARGV do
+  local write = true
+  if with_once then
+    local key = KEYS[i - 2]
+    if not redis.call('SET', key, ARGV[3], 'NX', 'PX', ARGV[4]) then
+      write = false
+      if redis.call('GET', key) == ARGV[3] then own = own + 1 else dup = dup + 1 end
+    end
+  end
+  if write then n = redis.call('RPUSH', KEYS[1], ARGV[i]) end
+end
 local cap = tonumber(ARGV[1])
 local dropped = 0
 if n > cap then
@@ -79,7 +112,45 @@ if n > cap then
   redis.call('LTRIM', KEYS[1], -cap, -1)
   redis.call('HINCRBY', KEYS[2], ARGV[2], dropped)
 end
-return dropped
+return {dropped, own, dup}
+"""
+
+# XADD results, each unless its once key exists. KEYS: once keys (n), then the stream of each result (n).
+# ARGV: attempt token, once TTL, maxlen, then the payloads. Returns per result: the entry id, "=" (written by
+# this token's earlier attempt) or "!" (written by another write: a duplicate).
+_PUBLISH_ONCE = """
+local n = #ARGV - 3
+local out = {}
+for i = 1, n do
+  if redis.call('SET', KEYS[i], ARGV[1], 'NX', 'PX', ARGV[2]) then
+    out[i] = redis.call('XADD', KEYS[n + i], 'MAXLEN', '~', ARGV[3], '*', 'r', ARGV[3 + i])
+  elseif redis.call('GET', KEYS[i]) == ARGV[1] then
+    out[i] = '='
+  else
+    out[i] = '!'
+  end
+end
+return out
+"""
+
+# Add a writer's running totals to a stage's counters: the hash gets (new total - last reported total) of each
+# field, so a report repeated after a lost reply adds nothing. KEYS: stage hash, writer hash. ARGV: writer TTL,
+# then (field, total, "i" | "f") triples.
+_REPORT_TOTALS = """
+for i = 2, #ARGV, 3 do
+  local field, total = ARGV[i], ARGV[i + 1]
+  local delta = tonumber(total) - tonumber(redis.call('HGET', KEYS[2], field) or '0')
+  if delta ~= 0 then
+    if ARGV[i + 2] == 'i' then
+      redis.call('HINCRBY', KEYS[1], field, string.format('%d', delta))
+    else
+      redis.call('HINCRBYFLOAT', KEYS[1], field, string.format('%.17g', delta))
+    end
+    redis.call('HSET', KEYS[2], field, total)
+  end
+end
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
+return 1
 """
 
 # Renew a lease only when we still hold it.
@@ -152,6 +223,13 @@ class Keys:
     def stats(self, stage: str) -> str:
         return self._k(f"stats:{stage}")
 
+    def stats_writer(self, stage: str, writer: str) -> str:
+        return self._k(f"stats:{stage}:w:{writer}")
+
+    def once(self, kind: str, message_id: str) -> str:
+        digest = hashlib.blake2b(f"{kind}\x1f{message_id}".encode(), digest_size=12).hexdigest()
+        return self._k(f"once:{digest}")
+
     @property
     def dead_letter(self) -> str:
         return self._k("dead_letter")
@@ -170,6 +248,23 @@ class Keys:
     @property
     def snapshots(self) -> str:
         return self._k("metrics:snapshots")
+
+
+def new_token() -> str:
+    """A random id for a write attempt or a counter writer."""
+    return secrets.token_hex(8)
+
+
+def message_id(camera_id: str, seq: int, capture_ts: float) -> str:
+    """What makes a frame (and its result) unique, even across producer restarts that reuse a ``seq``."""
+    return f"{camera_id}\x1f{seq}\x1f{capture_ts!r}"
+
+
+@dataclass(frozen=True)
+class PushResult:
+    dropped_by_cap: int  # oldest frames the queue cap trimmed away (any producer's)
+    retried: int  # skipped: already pushed by an earlier attempt with the same token (in the queue once)
+    duplicates: int  # skipped: pushed before by another write
 
 
 @dataclass(frozen=True)
@@ -242,6 +337,8 @@ class Transport:
         else:
             self.client = redis.Redis.from_url(client_url, **options)
         self._push = self.client.register_script(_PUSH_BOUNDED)
+        self._publish = self.client.register_script(_PUBLISH_ONCE)
+        self._report = self.client.register_script(_REPORT_TOTALS)
         self._renew = self.client.register_script(_RENEW_LEASE)
         self._release = self.client.register_script(_RELEASE_LEASE)
         self._groups_ready: set[str] = set()
@@ -289,18 +386,29 @@ class Transport:
 
     # -- frames ------------------------------------------------------------------------------------
     @_guard
-    def push_frames(self, messages: Sequence[bytes]) -> int:
-        """Append frames to ``batch_frames``; returns how many of the oldest were dropped to honour the cap."""
+    def push_frames(
+        self, messages: Sequence[bytes], once: Sequence[str] | None = None, token: str = ""
+    ) -> PushResult:
+        """Append frames to ``batch_frames``, honouring the cap (the oldest are dropped and counted).
+
+        ``once``: one id per message (:func:`message_id`); a message whose id was written before is skipped.
+        ``token`` names the attempt: reuse it when retrying the same frames, and the skipped ones this token
+        already wrote come back as ``retried`` (they are in the queue once), not as ``duplicates``.
+        """
         if not messages:
-            return 0
-        dropped = self._push(
-            keys=[self.keys.frames, self.keys.stats("queue")],
-            args=[self.frame_queue_cap, "dropped:queue_full", *messages],
+            return PushResult(0, 0, 0)
+        if once is not None and len(once) != len(messages):
+            raise ValueError(f"push_frames: {len(messages)} messages but {len(once)} once ids")
+        once_keys = [self.keys.once("frame", i) for i in once] if once is not None else []
+        dropped, own, dup = self._push(
+            keys=[self.keys.frames, self.keys.stats("queue"), *once_keys],
+            args=[self.frame_queue_cap, "dropped:queue_full", token or new_token(), ONCE_TTL_MS, *messages],
         )
-        return int(dropped)
+        return PushResult(int(dropped), int(own), int(dup))
 
     def push_frame(self, message: bytes) -> int:
-        return self.push_frames([message])
+        """One frame, no once id (tests and tools); returns how many old frames the cap dropped."""
+        return self.push_frames([message]).dropped_by_cap
 
     @_guard
     def pop_frames(self, max_n: int, timeout_s: float) -> list[bytes]:
@@ -343,19 +451,35 @@ class Transport:
         return zlib.crc32(camera_id.encode()) % self.result_partitions
 
     @_guard
-    def publish_results(self, results: Iterable[tuple[str, bytes]]) -> list[str]:
-        """XADD each (camera_id, encoded result) to its camera's partition stream, in one round trip."""
-        pipe = self.client.pipeline(transaction=False)
-        n = 0
-        for camera_id, payload in results:
-            pipe.xadd(
-                self.keys.results(self.partition_of(camera_id)), {"r": payload},
-                maxlen=self.result_stream_maxlen, approximate=True,
-            )
-            n += 1
-        if not n:
+    def publish_results(
+        self, results: Iterable[tuple[str, bytes]], once: Sequence[str] | None = None, token: str = ""
+    ) -> list[str]:
+        """XADD each (camera_id, encoded result) to its camera's partition stream, in one round trip.
+
+        Returns the entry ids. With ``once`` (one :func:`message_id` per result) a result already published is
+        not written again; its place in the returned list holds ``"="`` when this ``token``'s earlier attempt
+        wrote it (a retry whose first reply was lost) or ``"!"`` when another write did (a frame inferred twice).
+        """
+        results = list(results)
+        if not results:
             return []
-        return [i.decode() if isinstance(i, bytes) else i for i in pipe.execute()]
+        if once is None:
+            pipe = self.client.pipeline(transaction=False)
+            for camera_id, payload in results:
+                pipe.xadd(
+                    self.keys.results(self.partition_of(camera_id)), {"r": payload},
+                    maxlen=self.result_stream_maxlen, approximate=True,
+                )
+            return [i.decode() if isinstance(i, bytes) else i for i in pipe.execute()]
+        if len(once) != len(results):
+            raise ValueError(f"publish_results: {len(results)} results but {len(once)} once ids")
+        keys = [self.keys.once("result", i) for i in once]
+        keys += [self.keys.results(self.partition_of(cam)) for cam, _ in results]
+        reply = self._publish(
+            keys=keys,
+            args=[token or new_token(), ONCE_TTL_MS, self.result_stream_maxlen, *(p for _, p in results)],
+        )
+        return [i.decode() if isinstance(i, bytes) else i for i in reply]
 
     @_guard
     def ensure_groups(self) -> None:
@@ -544,18 +668,21 @@ class Transport:
 
     # -- counters and dead letters -----------------------------------------------------------------
     @_guard
-    def incr(self, stage: str, counts: dict[str, int | float]) -> None:
-        """Add to a stage's counters (one round trip). Float values use HINCRBYFLOAT."""
-        counts = {k: v for k, v in counts.items() if v}
-        if not counts:
+    def report_totals(self, stage: str, writer: str, totals: Mapping[str, int | float]) -> None:
+        """Bring a stage's counters up to date with one writer's running totals (since the writer started).
+
+        Idempotent: the stage hash gets only what grew since this writer's last report, so a report repeated
+        after a lost reply, or a later report after a failed one, counts everything exactly once. ``writer``
+        must be unique per process lifetime (:func:`new_token`); float totals (time sums) use HINCRBYFLOAT.
+        """
+        args: list[object] = [WRITER_TOTALS_TTL_MS]
+        for name, value in totals.items():
+            if value:
+                args += [name, repr(float(value)) if isinstance(value, float) else int(value),
+                         "f" if isinstance(value, float) else "i"]
+        if len(args) == 1:
             return
-        pipe = self.client.pipeline(transaction=False)
-        for name, value in counts.items():
-            if isinstance(value, float):
-                pipe.hincrbyfloat(self.keys.stats(stage), name, value)
-            else:
-                pipe.hincrby(self.keys.stats(stage), name, value)
-        pipe.execute()
+        self._report(keys=[self.keys.stats(stage), self.keys.stats_writer(stage, writer)], args=args)
 
     @_guard
     def stats(self, stage: str) -> dict[str, float]:

@@ -56,14 +56,15 @@ def test_no_alert_lost_or_duplicated(redis_run):
 def test_counters_explain_every_dropped_frame(redis_run):
     """pushed = popped + trimmed by the cap + left; popped = inferred + dropped by reason; inferred = judged.
 
-    Not countable, hence the small tolerance on the queue line: a push whose reply was lost to the freeze or
-    to CLIENT KILL is retried by redis-py, so its frames can be queued twice (popped > pushed), and a BLPOP
-    whose reply was lost takes a frame nobody counts. With the append-only file nothing is lost in the restart.
+    Pushes, publishes and counter reports retried after a lost reply land once (once ids, running totals), so
+    the only thing not countable is a pop whose reply was lost to the freeze or to CLIENT KILL: it takes frames
+    nobody receives (popped < pushed), hence the one-sided tolerance on the queue line. With the append-only
+    file nothing is lost in the restart.
     """
     b = redis_run.run.frame_balance()
     print(b)
     assert b["queue_left"] == 0 and b["result_backlog"] == 0
-    assert abs(b["unaccounted_queue"]) <= 2 * 16, b  # at most one producer push buffer (16) each way
+    assert 0 <= b["unaccounted_queue"] <= 32, b  # lost pops: a few batches (max_batch 8) over the three faults
     assert b["unaccounted_inference"] == 0, b
     assert b["unaccounted_logic"] == 0, b
     assert set(b["inference_drops"]) <= {"dropped:stale", "dropped:wire_garbage", "dropped:wire_truncated",

@@ -1,5 +1,7 @@
 """Transport against a real redis-server started by the project."""
 
+import os
+import signal
 import threading
 import time
 
@@ -7,7 +9,7 @@ import pytest
 import redis
 
 from fbvision.redis_server import EmbeddedRedis
-from fbvision.transport import Transport, TransportUnavailable
+from fbvision.transport import Transport, TransportUnavailable, message_id
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -18,9 +20,8 @@ def frames(n, start=0):
 
 def test_bounded_queue_drops_oldest_and_counts(transport):
     cap = transport.frame_queue_cap
-    dropped = transport.push_frames(frames(cap))
-    assert dropped == 0
-    assert transport.push_frames(frames(7, start=cap)) == 7
+    assert transport.push_frames(frames(cap)).dropped_by_cap == 0
+    assert transport.push_frames(frames(7, start=cap)).dropped_by_cap == 7
     assert transport.frame_queue_depth() == cap
     assert transport.stats("queue")["dropped:queue_full"] == 7
     # The 7 oldest are gone; FIFO order of the rest is intact.
@@ -141,9 +142,10 @@ def test_add_alerts_and_ack_is_atomic(transport):
 def test_camera_status_counters_dead_letters_and_episodes(transport):
     transport.set_camera_status("cam1", {"state": "online", "since": 1.0})
     assert transport.camera_statuses() == {"cam1": {"state": "online", "since": 1.0}}
-    transport.incr("inference", {"frames_in": 3, "busy_s": 0.5})
-    transport.incr("inference", {"frames_in": 2, "busy_s": 0.25, "zero": 0})
-    assert transport.stats("inference") == {"frames_in": 5, "busy_s": 0.75}
+    transport.report_totals("inference", "w1", {"frames_in": 3, "busy_s": 0.5})
+    transport.report_totals("inference", "w1", {"frames_in": 5, "busy_s": 0.75, "zero": 0})
+    transport.report_totals("inference", "w2", {"frames_in": 2})
+    assert transport.stats("inference") == {"frames_in": 7, "busy_s": 0.75}
     transport.dead_letter("batch_frames", "garbage", b"\x00" * 1000)
     (dl,) = transport.dead_letters()
     assert dl["reason"] == "garbage" and dl["size"] == 1000 and len(dl["head"]) == 1024
@@ -207,3 +209,65 @@ def test_password_protected_server(tmp_path):
         with pytest.raises(redis.AuthenticationError):
             bad.ping()
         assert "s3cret-pw" not in ok.safe_url and "***@" in ok.safe_url
+
+
+def test_once_ids_tell_a_retry_of_ours_from_a_duplicate(transport):
+    ids = [message_id("cam", seq, 100.0 + seq) for seq in range(3)]
+    first = transport.push_frames(frames(3), once=ids, token="attempt-1")
+    assert (first.retried, first.duplicates) == (0, 0)
+    again = transport.push_frames(frames(4), once=[*ids, message_id("cam", 3, 103.0)], token="attempt-1")
+    assert (again.retried, again.duplicates) == (3, 0)  # the retry wrote only the new frame
+    other = transport.push_frames(frames(1), once=ids[:1], token="attempt-2")
+    assert (other.retried, other.duplicates) == (0, 1)
+    assert transport.pop_frames(10, timeout_s=0.1) == frames(3) + [b"frame-3"]
+    # the same capture id of a camera whose producer restarted with the same seq is another frame
+    assert transport.push_frames(frames(1), once=[message_id("cam", 0, 999.0)], token="t3").duplicates == 0
+
+    first = transport.publish_results([("a", b"r0"), ("b", b"r1")], once=ids[:2], token="p1")
+    assert all("-" in entry_id for entry_id in first)
+    # A result and the frame it came from have the same message id: their once keys are apart.
+    assert transport.publish_results([("a", b"r0"), ("b", b"r1"), ("a", b"r2")], once=ids, token="p1")[:2] == ["=", "="]
+    assert transport.publish_results([("a", b"r0-again")], once=ids[:1], token="p2") == ["!"]
+    read = transport.read_results(range(transport.result_partitions), pending=False, count=10)
+    assert sorted(e.payload for e in read) == [b"r0", b"r1", b"r2"]
+    with pytest.raises(ValueError, match="once ids"):
+        transport.publish_results([("a", b"x")], once=[], token="p3")
+
+
+def test_counter_totals_reported_twice_count_once(transport):
+    transport.report_totals("logic", "w1", {"results": 10, "time_ms:x": 1.5})
+    transport.report_totals("logic", "w1", {"results": 10, "time_ms:x": 1.5})  # a repeat after a lost reply
+    transport.report_totals("logic", "w2", {"results": 1})  # another writer (or a restarted one) adds up
+    transport.report_totals("logic", "w1", {"results": 12, "time_ms:x": 2.0})
+    assert transport.stats("logic") == {"results": 13, "time_ms:x": 2.0}
+
+
+@pytest.mark.slow
+def test_writes_retried_after_a_lost_reply_land_once(private_redis):
+    """A frozen server (SIGSTOP past the socket timeout) runs the original command *and* redis-py's retry when it
+    wakes up. The plain XADD path shows the duplicate; the once ids and running totals do not have it."""
+    t = Transport(private_redis.url, socket_timeout_s=1.0, retries=8, retry_max_s=0.3, result_partitions=1)
+    t.ping()
+
+    def frozen(write):
+        pid = private_redis.proc.pid
+        thaw = threading.Timer(2.5, lambda: os.kill(pid, signal.SIGCONT))
+        os.kill(pid, signal.SIGSTOP)
+        thaw.start()
+        try:
+            return write()
+        finally:
+            thaw.join()
+
+    stream = t.keys.results(0)
+    frozen(lambda: t.publish_results([("cam", b"plain")]))
+    if t.client.xlen(stream) != 2:
+        pytest.skip("the freeze did not make redis-py write twice this time: nothing to show")
+    t.client.delete(stream)
+    frozen(lambda: t.publish_results([("cam", b"once")], once=[message_id("cam", 1, 1.0)], token="x"))
+    assert t.client.xlen(stream) == 1
+    frozen(lambda: t.push_frames([b"f1", b"f2"], once=["f1", "f2"], token="y"))
+    assert t.pop_frames(10, timeout_s=0.1) == [b"f1", b"f2"]
+    frozen(lambda: t.report_totals("inference", "w", {"frames_out": 7, "time_ms:infer": 3.5}))
+    assert t.stats("inference") == {"frames_out": 7, "time_ms:infer": 3.5}
+    t.close()

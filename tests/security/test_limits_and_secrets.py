@@ -58,7 +58,7 @@ def test_batch_and_queue_limits(redis_url):
         load_settings(environ={"FBV_INFERENCE__MAX_BATCH": "33"})
     t = Transport(redis_url, frame_queue_cap=10)
     try:
-        assert t.push_frames([b"f%d" % i for i in range(25)]) == 15
+        assert t.push_frames([b"f%d" % i for i in range(25)]).dropped_by_cap == 15
         assert t.frame_queue_depth() == 10 and t.stats("queue")["dropped:queue_full"] == 15
         assert len(t.pop_frames(4, 0.1)) == 4  # never more than asked for
     finally:

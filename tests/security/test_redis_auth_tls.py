@@ -34,14 +34,14 @@ def test_every_transport_operation_over_tls_with_auth(tls_redis):
     t = Transport(tls_redis.url, frame_queue_cap=10, result_partitions=2)
     try:
         assert t.ping()
-        assert t.push_frames([b"f1", b"f2"]) == 0 and t.pop_frames(5, 0.5) == [b"f1", b"f2"]
+        assert t.push_frames([b"f1", b"f2"]).dropped_by_cap == 0 and t.pop_frames(5, 0.5) == [b"f1", b"f2"]
         t.ensure_groups()
         t.publish_results([("cam-a", b"r1")])
         entries = t.read_results([0, 1], pending=False, count=10, block_s=0.2)
         assert [e.payload for e in entries] == [b"r1"]
         t.add_alerts_and_ack([b'{"idempotency_key": "k"}'], entries[0].stream_index, [entries[0].entry_id])
         assert [e.payload for e in t.read_alerts("c", pending=False, count=5)] == [b'{"idempotency_key": "k"}']
-        t.incr("producer", {"frames_pushed": 2})
+        t.report_totals("producer", "w", {"frames_pushed": 2})
         assert t.stats("producer") == {"frames_pushed": 2}
         assert PASSWORD not in t.safe_url
     finally:

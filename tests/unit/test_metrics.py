@@ -69,17 +69,16 @@ def test_snapshot_is_json_and_orders_stages_like_the_pipeline():
     assert again["worker_id"] == "w1" and again["ts"] > 0
 
 
-def test_counters_drain_hands_out_deltas_and_restore_puts_them_back():
-    c = Counters()
+def test_counters_keep_running_totals_under_a_writer_name_unique_per_instance():
+    c, other = Counters(), Counters()
     c.incr("a", 2)
     c.incr("b")
-    assert c.drain() == {"a": 2, "b": 1}
-    assert c.drain() == {}
+    c.incr("a", 0)  # nothing to count: no key appears
+    c.incr("z", 0)
+    assert c.snapshot() == {"a": 2, "b": 1}
     c.incr("a")
-    delta = c.drain()
-    c.restore(delta)  # the write to Redis failed
-    assert c.drain() == {"a": 1}
-    assert c.get("a") == 3  # totals are unaffected by draining
+    assert c.get("a") == 3 and c.get("missing") == 0
+    assert c.writer and other.writer and c.writer != other.writer
 
 
 def test_counters_and_stats_are_thread_safe():
