@@ -48,14 +48,15 @@ class MemoryTransport:
         n = min(max_n, len(self.queue))
         return [self.queue.popleft() for _ in range(n)]
 
-    def publish_results(self, results) -> list[str]:
-        self.published += sum(1 for _ in results)
-        return []
+    def publish_results(self, results, once=None, token: str = "") -> list[str]:
+        n = sum(1 for _ in results)
+        self.published += n
+        return [f"0-{self.published - n + i}" for i in range(n)]  # entry ids: all new, none a duplicate
 
     def dead_letter(self, queue: str, reason: str, payload: bytes) -> None:
         raise AssertionError(f"benchmark frame rejected: {reason}")
 
-    def incr(self, stage: str, counts: dict) -> None:
+    def report_totals(self, stage: str, writer: str, totals: dict) -> None:
         pass
 
     def frame_queue_depth(self) -> int:
