@@ -45,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 #: Alert states after which an episode counts as active at a frame.
 ACTIVE_STATES = ("raised", "ongoing")
+PREVIEW_DIR = "previews"
 SNAPSHOT_DIR = "snapshots"
 ALERT_COLOR = sv.Color.RED
 TRUTH_COLOR = sv.Color.WHITE
@@ -429,6 +430,28 @@ def write_preview_mp4(frames: Iterable[np.ndarray], path: str | Path, fps: float
         raise ValueError("no frames to write")
     logger.info("preview: %d frames at %.1f fps -> %s", count, fps, path)
     return path
+
+
+def recording_previews(
+    run_dir: str | Path,
+    recording: pd.DataFrame,
+    scenes: Mapping[str, SyntheticScene],
+    fps: Mapping[str, float],
+    *,
+    truth: bool = False,
+) -> list[Path]:
+    """One annotated MP4 per camera of ``scenes`` under ``<run_dir>/previews/``: every recorded frame of the
+    camera, re-rendered, with its tracks, labels and active alerts, at the camera's ``fps`` (5 when not given).
+    Cameras without a recorded frame are skipped. Returns the written paths."""
+    written: list[Path] = []
+    for camera_id, scene in scenes.items():
+        frames = annotate_recording(recording, camera_id, scene, truth=truth)
+        try:
+            written.append(write_preview_mp4(frames, Path(run_dir) / PREVIEW_DIR / f"{_safe(camera_id)}.mp4",
+                                             fps=float(fps.get(camera_id) or 5.0)))
+        except ValueError:
+            logger.info("camera %s: no recorded frame, no preview", camera_id)
+    return written
 
 
 # -- alert snapshots ---------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ and - for synthetic cameras - alerts versus ground truth. Every number comes fro
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import time
@@ -17,6 +18,8 @@ from fbvision.redact import redact_url
 
 if TYPE_CHECKING:
     from fbvision.runner import PipelineRun
+
+logger = logging.getLogger(__name__)
 
 
 def machine() -> dict:
@@ -158,6 +161,8 @@ def render_markdown(r: dict) -> str:
                          f"| {mt['outcome']} |")
     if r.get("snapshots"):
         lines += ["", "## Alert snapshots", ""] + [f"- `{p}`" for p in r["snapshots"]]
+    if r.get("previews"):
+        lines += ["", "## Annotated previews", ""] + [f"- `{p}`" for p in r["previews"]]
     if r.get("autotune"):
         lines += ["", "## Auto-tune (this machine)", "", "| batch | frames/s | ms/batch | vs batch 1 |", "|---|---|---|---|"]
         for row in r["autotune"]:
@@ -176,6 +181,22 @@ def add_snapshots(report: dict, run: PipelineRun) -> None:
     scenes = synthetic_scenes(run.settings, report.get("cameras", {}))
     paths = alert_snapshots(run.run_dir, read_alerts(run), scenes, recording=recording)
     report["snapshots"] = [str(p.relative_to(run.run_dir)) for p in paths]
+
+
+def add_previews(report: dict, run: PipelineRun) -> None:
+    """An annotated MP4 per synthetic camera from the run's recording (``run_all.py --preview``)."""
+    from fbvision.annotate import recording_previews, synthetic_scenes
+    from fbvision.recorder import read_recording
+
+    rec_dir = run.run_dir / "recording"
+    if not rec_dir.exists():
+        logger.warning("previews need the recording (the run was started without one): none written")
+        report["previews"] = []
+        return
+    scenes = synthetic_scenes(run.settings, report.get("cameras", {}))
+    fps = {cam.id: cam.fps for cam in run.settings.cameras}
+    paths = recording_previews(run.run_dir, read_recording(rec_dir), scenes, fps)
+    report["previews"] = [str(p.relative_to(run.run_dir)) for p in paths]
 
 
 def write_report(report: dict, run_dir: Path) -> tuple[Path, Path]:

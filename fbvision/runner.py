@@ -39,13 +39,15 @@ class PipelineRun:
     """``PipelineRun(settings, run_dir).execute(duration_s)`` - or start()/step()/stop() for tests."""
 
     def __init__(self, settings: Settings, run_dir: Path, *, dashboard: bool | None = None,
-                 log_level: int = logging.INFO, record: bool = True, drain_s: float = 10.0):
+                 log_level: int = logging.INFO, record: bool = True, drain_s: float = 10.0,
+                 preview: bool = False):
         self.settings = settings
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.dashboard_enabled = settings.runner.dashboard if dashboard is None else dashboard
         self.log_level = log_level
         self.record = record
+        self.preview = preview  # annotated MP4 per synthetic camera at the end (needs the recording)
         self.drain_s = drain_s
         self.redis: EmbeddedRedis | None = None
         self.redis_url = settings.redis.url
@@ -162,7 +164,7 @@ class PipelineRun:
 
     def execute(self, duration_s: float | None) -> RunOutcome:
         from fbvision.dashboard import Dashboard
-        from fbvision.report import add_snapshots, build_report, write_report
+        from fbvision.report import add_previews, add_snapshots, build_report, write_report
 
         self.start()
         dash = Dashboard(self, enabled=self.dashboard_enabled)
@@ -187,6 +189,11 @@ class PipelineRun:
                 add_snapshots(report, self)
             except Exception:  # snapshots are a nicety: never lose the report over them
                 logger.exception("alert snapshots failed")
+            if self.preview:
+                try:
+                    add_previews(report, self)
+                except Exception:  # the same: a nicety
+                    logger.exception("previews failed")
             write_report(report, self.run_dir)
             return RunOutcome(self.started_at, ended, self.exit_reason, dict(self.supervisor.restart_counts),
                               self.run_dir, report)

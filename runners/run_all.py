@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-dir", type=Path, default=None, help="report/recording folder (default: runs/<time>)")
     parser.add_argument("--no-dashboard", action="store_true", help="plain logs instead of the live dashboard")
     parser.add_argument("--no-record", action="store_true", help="do not write the per-result parquet recording")
+    parser.add_argument("--preview", action="store_true",
+                        help="at the end, an annotated MP4 per synthetic camera (previews/ in the run folder)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     args = parser.parse_args(argv)
 
@@ -45,7 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     stage_level = max(level, logging.WARNING) if dashboard else level
     logging.basicConfig(level=stage_level, format="%(asctime)s %(levelname)-7s [runner] %(name)s: %(message)s")
     run_dir = args.run_dir or Path(settings.runner.report_dir) / time.strftime("%Y%m%d-%H%M%S")
-    run = PipelineRun(settings, run_dir, dashboard=dashboard, log_level=stage_level, record=not args.no_record)
+    if args.preview and args.no_record:
+        print("--preview needs the recording: drop --no-record", file=sys.stderr)
+        return 2
+    run = PipelineRun(settings, run_dir, dashboard=dashboard, log_level=stage_level, record=not args.no_record,
+                      preview=args.preview)
     run.install_signal_handlers()
     outcome = run.execute(args.duration)
     md = (outcome.run_dir / "report.md").read_text()

@@ -148,7 +148,7 @@ def test_one_sigterm_finishes_in_flight_work_and_writes_the_report(tmp_path):
 
     run_dir = tmp_path / "r"
     proc = subprocess.Popen([sys.executable, str(REPO_ROOT / "runners" / "run_all.py"), "--no-dashboard",
-                             "--run-dir", str(run_dir), "--duration", "300"],
+                             "--run-dir", str(run_dir), "--duration", "300", "--preview"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, text=True)
     try:
         deadline = time.monotonic() + 60
@@ -164,6 +164,48 @@ def test_one_sigterm_finishes_in_flight_work_and_writes_the_report(tmp_path):
         assert "# fbvision run report" in out
         time.sleep(1.0)
         assert alive(kids) == {}
+        assert_previews_match_the_recording(run_dir, report)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def assert_previews_match_the_recording(run_dir, report_md: str) -> None:
+    """--preview: one MP4 per synthetic camera of the demo config, a video frame per recorded result."""
+    import cv2
+
+    from fbvision.annotate import recorded_frames
+    from fbvision.recorder import read_recording
+
+    recording = read_recording(run_dir / "recording")
+    cameras = [c for c in load_settings(DEMO_CONFIG).cameras if c.enabled]
+    assert "## Annotated previews" in report_md
+    for cam in cameras:
+        path = run_dir / "previews" / f"{cam.id}.mp4"
+        assert f"previews/{cam.id}.mp4" in report_md
+        video = cv2.VideoCapture(str(path))
+        try:
+            assert video.isOpened(), path
+            frames = 0
+            while True:
+                ok, image = video.read()
+                if not ok:
+                    break
+                frames += 1
+                assert image.shape[2] == 3 and image.std() > 5  # a rendered scene, not a blank frame
+            assert video.get(cv2.CAP_PROP_FPS) == pytest.approx(cam.fps, abs=0.01)
+        finally:
+            video.release()
+        expected = len(recorded_frames(recording, cam.id))
+        assert expected > 0 and frames == expected, (cam.id, frames, expected)
+
+
+def test_preview_without_the_recording_is_refused_before_anything_starts(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, str(REPO_ROOT / "runners" / "run_all.py"), "--no-dashboard",
+                           "--run-dir", str(tmp_path / "r"), "--preview", "--no-record"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "--preview needs the recording" in done.stderr
+    assert not (tmp_path / "r").exists()
