@@ -82,8 +82,10 @@ DEAD_LETTER_CAP = 1000
 SHORT_WAIT_S = 0.2  # frame pops shorter than this poll instead of blocking in Redis (see pop_frames)
 POLL_INTERVAL_S = 0.001
 
-#: How long a once key lives: far longer than redis-py's retries plus a stage's own retries of one write.
-ONCE_TTL_MS = 10 * 60 * 1000
+#: How long a once key lives, from the write's first execution. A repeat comes within seconds of it: redis-py's
+#: retries are bounded (~1 min in all), and commands a frozen server received all run when it wakes. Cost:
+#: ~170 bytes per key, two keys per frame (push, publish): 100 cameras at 10 fps hold ~40 MB.
+ONCE_TTL_MS = 2 * 60 * 1000
 #: How long a writer's reported totals are kept after its last report (then it is presumed gone for good).
 WRITER_TOTALS_TTL_MS = 24 * 3600 * 1000
 
