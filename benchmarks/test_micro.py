@@ -10,6 +10,7 @@ its wait (max_wait_ms), and Redis resolves blocking timeouts only every 1000/hz 
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import cv2
@@ -19,7 +20,7 @@ import pytest
 from benchmarks import common
 from fbvision.letterbox import Letterbox, letterbox
 from fbvision.postprocess import apply_nms, decode_yolo
-from fbvision.transport import Transport
+from fbvision.transport import Transport, message_id
 from fbvision.wire import ResultMessage, Timeline, decode_frame, decode_result, encode_frame, encode_result
 
 pytestmark = [pytest.mark.bench, pytest.mark.timeout(600)]
@@ -92,13 +93,15 @@ def test_wire_encode_frame(benchmark, prof, frame):
 
 def test_redis_frame_hop(benchmark, prof, frame, micro_transport):
     payload = encode_frame(frame[4])
+    seq = itertools.count()
 
-    def hop():
-        micro_transport.push_frames([payload])
+    def hop():  # as the camera manager pushes: with the frame's once id (each push a new frame)
+        n = next(seq)
+        micro_transport.push_frames([payload], once=[message_id("bench", n, float(n))], token="bench")
         got = micro_transport.pop_frames(1, 1.0)
         assert got
 
-    _run(benchmark, prof, hop, what="Redis hop: push + pop one frame message (Lua capped push, BLPOP)")
+    _run(benchmark, prof, hop, what="Redis hop: push + pop one frame message (Lua capped push with once key, BLPOP)")
     benchmark.extra_info["bytes"] = len(payload)
 
 
