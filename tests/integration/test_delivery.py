@@ -2,11 +2,11 @@
 
 import json
 import random
-import threading
 import time
 
 import pytest
 import requests
+from fbv_testutil import Running, wait_until
 
 from fbvision.alerts import AlertEvent, AlertState, Evidence, Severity
 from fbvision.backend import EmbeddedBackend
@@ -38,37 +38,10 @@ def to_outbox(transport, alerts):
     transport.add_alerts([a.to_json().encode() for a in alerts])
 
 
-def wait_until(predicate, timeout_s, interval_s=0.05):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval_s)
-    return predicate()
-
-
 @pytest.fixture
 def backend(tmp_path):
     with EmbeddedBackend(tmp_path / "alerts.sqlite") as b:
         yield b
-
-
-class Running:
-    """A delivery loop on a thread, stopped and joined on exit."""
-
-    def __init__(self, delivery):
-        self.delivery = delivery
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=delivery.run, args=(self.stop,), daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self.delivery
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join(timeout=10)
-        assert not self.thread.is_alive()
 
 
 def keys_in_order(backend, camera=None):

@@ -15,6 +15,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from fbv_testutil import Running, wait_until
 
 from fbvision.alerts import AlertEvent
 from fbvision.backend import EmbeddedBackend
@@ -120,15 +121,6 @@ def assert_same_alerts(got, want):
         assert abs(g.started_at - w.started_at) <= DT + 1e-6, (g, w)
 
 
-def wait_until(predicate, timeout_s, interval_s=0.05):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval_s)
-    return predicate()
-
-
 def cameras_covering_all_partitions(transport, per_partition=1):
     cams, count = [], Counter()
     i = 0
@@ -146,25 +138,6 @@ def publish_all(transport, cameras, frames):
     transport.publish_results(
         (cam, result_bytes(cam, seq, t, box)) for seq, t, box in frames for cam in cameras
     )
-
-
-class Running:
-    def __init__(self, worker):
-        self.worker = worker
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=worker.run, args=(self.stop,), daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def halt(self):
-        self.stop.set()
-        self.thread.join(timeout=10)
-        assert not self.thread.is_alive()
-
-    def __exit__(self, *exc):
-        self.halt()
 
 
 def drained(transport):
