@@ -137,7 +137,7 @@ def headline_model(prof: Profile) -> Path:
 
 
 def describe_model(path: Path) -> dict:
-    from fbvision.modelinfo import load_model_info
+    from fbvision.core.modelinfo import load_model_info
 
     info = load_model_info(path)
     sidecar = info.metadata.get("sidecar", {})
@@ -171,8 +171,8 @@ def frame_messages(n: int, imgsz: int, *, jpeg_quality: int = 85, seed: int = 11
     stamped now (their age is irrelevant to throughput)."""
     import cv2
 
-    from fbvision.letterbox import letterbox
-    from fbvision.wire import FrameMessage
+    from fbvision.core.letterbox import letterbox
+    from fbvision.core.wire import FrameMessage
 
     out = []
     now = time.time()

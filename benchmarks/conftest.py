@@ -83,8 +83,8 @@ def model_key(request, model_paths) -> str:
 @pytest.fixture(scope="session")
 def engines(model_paths):
     """Lazily built ONNX Runtime engines, one per model key (the provider list of the default config)."""
-    from fbvision.config import ModelConfig
-    from fbvision.engine import OrtEngine
+    from fbvision.core.config import ModelConfig
+    from fbvision.inference.engines.ort import OrtEngine
 
     cache: dict[str, OrtEngine] = {}
 
@@ -111,7 +111,7 @@ def sweeps() -> dict:
 @pytest.fixture
 def tuned(model_key, engines, tuning, prof):
     """The auto-tuned (max_batch, max_wait_ms) of this model on this machine, measured once per run."""
-    from fbvision.batcher import autotune
+    from fbvision.inference.batcher import autotune
 
     if model_key not in tuning:
         engine = engines(model_key)
@@ -123,7 +123,7 @@ def tuned(model_key, engines, tuning, prof):
 @pytest.fixture(scope="session")
 def bench_redis():
     """One private redis-server (the project's embedded one) for the run; suites flush it before use."""
-    from fbvision.redis_server import EmbeddedRedis
+    from fbvision.run.redis_server import EmbeddedRedis
 
     with EmbeddedRedis(maxmemory_mb=1024) as server:
         yield server

@@ -1,7 +1,7 @@
 """The GPU check (run by benchmarks/gpu_check.sh): batching ratio and end-to-end latency on one CUDA card.
 
 No onnxruntime-gpu there (its wheel is 255 MB) and no TensorRT: the same exported YOLO11n ONNX file runs through
-PyTorch on CUDA in FP16 behind the project's Engine interface (:class:`fbvision.engine_torch.TorchEngine`),
+PyTorch on CUDA in FP16 behind the project's Engine interface (:class:`fbvision.inference.engines.pytorch.TorchEngine`),
 checked against ONNX Runtime (CPU) on the same inputs first. Two engine variants:
 
 * ``eager``  - one kernel launch per operator, as PyTorch runs a model by default;
@@ -128,8 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from benchmarks import common
-    from fbvision.batcher import autotune, format_table
-    from fbvision.engine_torch import TorchEngine, compare_with_ort
+    from fbvision.inference.batcher import autotune, format_table
+    from fbvision.inference.engines.pytorch import TorchEngine, compare_with_ort
 
     cuda = args.device.startswith("cuda")
     if cuda and not torch.cuda.is_available():
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r['device_ratio']:>5.2f}x")
     best = "graphs" if "graphs" in engines else "eager"
     engine = engines[best]
-    result["engine_note"] = (f"{engine.provider}: the ONNX graph run by PyTorch (fbvision/engine_torch.py) - "
+    result["engine_note"] = (f"{engine.provider}: the ONNX graph run by PyTorch (fbvision/inference/engines/pytorch.py) - "
                              "ONNX Runtime GPU / TensorRT not available on this machine")
     result["batching"] = result["variants"][best]["batching"]
     by_b = {r["batch"]: r for r in result["batching"]}
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         result["e2e_skipped"] = "no redis-server"
     else:
         from benchmarks.pipeline import RunSpec, format_summary, run_pipeline
-        from fbvision.redis_server import EmbeddedRedis
+        from fbvision.run.redis_server import EmbeddedRedis
 
         for e in engines.values():  # the worker builds its own engine in its process: free the card's memory
             e.graph._plans.clear()

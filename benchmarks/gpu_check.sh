@@ -7,7 +7,7 @@
 # Needs a python3 with torch (CUDA), numpy, OpenCV, onnx and onnxruntime (CPU) - the GPU image has them. Everything
 # else comes from .cache/gpu-carry and .cache/models, made beforehand by benchmarks/gpu_prepare.sh; nothing is
 # downloaded. No onnxruntime-gpu / TensorRT: the ONNX model runs through PyTorch on CUDA in FP16
-# (fbvision/engine_torch.py), which the report says. Writes OUT_DIR/gpu-<card>.json (default benchmarks/results,
+# (fbvision/inference/engines/pytorch.py), which the report says. Writes OUT_DIR/gpu-<card>.json (default benchmarks/results,
 # or $OUT); copy it next to REPORT.md and rebuild: python benchmarks/run_bench.py --report-only <json>.
 set -uo pipefail
 cd "$(dirname "$0")/.."

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from benchmarks import common
-from fbvision.config import CameraConfig, InferenceConfig, ModelConfig, RedisConfig, Settings
-from fbvision.metrics import LatencyStats
-from fbvision.transport import Transport
+from fbvision.core.config import CameraConfig, InferenceConfig, ModelConfig, RedisConfig, Settings
+from fbvision.core.metrics import LatencyStats
+from fbvision.core.transport import Transport
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ SCENARIOS = ("down_long", "running", "normal_rest", "normal_walk", "two_horses",
 
 
 class _DelayedStart:
-    """A :class:`fbvision.sources.FrameSource` whose first read waits ``delay_s`` (camera phase)."""
+    """A :class:`fbvision.camera.source.FrameSource` whose first read waits ``delay_s`` (camera phase)."""
 
     def __init__(self, source, delay_s: float):
         self._source = source
@@ -54,9 +54,9 @@ class _DelayedStart:
 def camera_stage(settings_json: str, redis_url: str, stagger: bool, first: int, total: int, name: str,
                  stop) -> None:
     """A camera manager over ``settings.cameras`` - cameras ``first ..`` of ``total`` in the whole run (phases)."""
-    from fbvision.modelinfo import load_model_info
-    from fbvision.producer import CameraManager
-    from fbvision.sources import open_source
+    from fbvision.camera.factory import open_source
+    from fbvision.camera.manager import CameraManager
+    from fbvision.core.modelinfo import load_model_info
 
     logging.basicConfig(level=logging.WARNING)
     settings = Settings.model_validate_json(settings_json)
@@ -78,7 +78,7 @@ def camera_stage(settings_json: str, redis_url: str, stagger: bool, first: int, 
 
 def inference_stage(settings_json: str, redis_url: str, engine_spec: str, stop) -> None:
     """``engine_spec``: 'ort' (the configured providers) or 'torch[-cuda|-cpu][-fp16][-graphs]'."""
-    from fbvision.inference import InferenceWorker
+    from fbvision.inference.worker import InferenceWorker
 
     logging.basicConfig(level=logging.WARNING)
     settings = Settings.model_validate_json(settings_json)
@@ -92,11 +92,11 @@ def inference_stage(settings_json: str, redis_url: str, engine_spec: str, stop) 
 
 def make_engine(model: ModelConfig, spec: str):
     if spec == "ort":
-        from fbvision.engine import OrtEngine
+        from fbvision.inference.engines.ort import OrtEngine
 
         return OrtEngine.from_config(model)
     if spec.startswith("torch"):
-        from fbvision.engine_torch import TorchEngine
+        from fbvision.inference.engines.pytorch import TorchEngine
 
         parts = spec.split("-")
         device = "cuda" if "cuda" in parts else ("cpu" if "cpu" in parts else None)
@@ -159,7 +159,7 @@ def _diff(after: dict, before: dict) -> dict[str, float]:
 
 
 def _candidates_per_result(transport: Transport, sample: int = 200) -> float | None:
-    from fbvision.wire import WireError, decode_result
+    from fbvision.core.wire import WireError, decode_result
 
     counts = []
     per = max(1, sample // transport.result_partitions)
@@ -176,8 +176,8 @@ def run_pipeline(spec: RunSpec, redis_url: str, redis_pid: int | None = None, *,
     """Start the stages, warm up, measure for ``spec.measure_s``, stop, and summarise."""
     import redis as redis_py
 
-    from fbvision.logic import LogicWorker
-    from fbvision.modelinfo import load_model_info
+    from fbvision.core.modelinfo import load_model_info
+    from fbvision.logic.worker import LogicWorker
 
     client = redis_py.Redis.from_url(redis_url)
     client.flushall()

@@ -1,10 +1,10 @@
 """Auto-tune: the sweep that picks ``inference.max_batch`` / ``max_wait_ms`` for this machine and model.
 
-It is :func:`fbvision.batcher.autotune` itself - what the inference worker runs at start - on the real engine:
+It is :func:`fbvision.inference.batcher.autotune` itself - what the inference worker runs at start - on the real engine:
 model-only frames/s per batch size (no JPEG, no Redis), the smallest batch within 5 % of the best, and a wait no
 longer than one batch-1 inference. The table is printed and attached to the JSON; the choice is written as a
 config snippet (``autotune.yaml``; ``autotune-<model>.yaml`` for other models) that
-:func:`fbvision.config.load_settings` loads - checked here.
+:func:`fbvision.core.config.load_settings` loads - checked here.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from benchmarks import common
-from fbvision.batcher import autotune, format_table
-from fbvision.config import load_settings
+from fbvision.core.config import load_settings
+from fbvision.inference.batcher import autotune, format_table
 
 pytestmark = [pytest.mark.bench, pytest.mark.timeout(900)]
 
@@ -28,7 +28,7 @@ def snippet(result, engine, model: dict, machine: dict) -> str:
         f"# machine: {machine['cpu']}, {machine['cores']} cores; gpus: {', '.join(machine['gpus']) or 'none'}\n"
         f"# engine: {engine.provider}; model {model['file']} ({model['input']}, {model['weights']})\n"
         f"# model-only frames/s per batch size: {rates}\n"
-        "# Merge into your config's `inference:` section (fbvision.config.load_settings loads this file as is).\n"
+        "# Merge into your config's `inference:` section (fbvision.core.config.load_settings loads this file as is).\n"
         "inference:\n"
         f"  max_batch: {int(result.batch)}\n"
         f"  max_wait_ms: {round(float(result.max_wait_ms), 2)}\n"

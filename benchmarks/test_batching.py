@@ -5,7 +5,7 @@ into encoded result messages:
 
 * ``sequential`` - what a naive per-camera loop does: decode one JPEG, run the model on one image, reduce the
   head, encode the result; one frame per model call.
-* ``batch-N`` - the inference worker (:class:`fbvision.inference.InferenceWorker`: its batcher, its parallel
+* ``batch-N`` - the inference worker (:class:`fbvision.inference.worker.InferenceWorker`: its batcher, its parallel
   JPEG decode into one tensor, one model call, ``decode_yolo``, result encoding) with ``max_batch = N``, fed a
   backlog so every batch is full.
 * ``dynamic`` - the same worker with the auto-tuned ``max_batch`` / ``max_wait_ms`` of this run
@@ -26,11 +26,11 @@ import numpy as np
 import pytest
 
 from benchmarks import common
-from fbvision.config import InferenceConfig
-from fbvision.inference import InferenceWorker
-from fbvision.letterbox import Letterbox
-from fbvision.postprocess import decode_yolo
-from fbvision.wire import ResultMessage, Timeline, decode_frame, encode_frame, encode_result
+from fbvision.core.config import InferenceConfig
+from fbvision.core.letterbox import Letterbox
+from fbvision.core.wire import ResultMessage, Timeline, decode_frame, encode_frame, encode_result
+from fbvision.inference.decode import decode_yolo
+from fbvision.inference.worker import InferenceWorker
 
 pytestmark = [pytest.mark.bench, pytest.mark.timeout(1800)]
 
@@ -38,7 +38,7 @@ _INV_255 = np.float32(1.0 / 255.0)
 
 
 class MemoryTransport:
-    """The part of :class:`fbvision.transport.Transport` the inference worker uses, in memory."""
+    """The part of :class:`fbvision.core.transport.Transport` the inference worker uses, in memory."""
 
     def __init__(self) -> None:
         self.queue: collections.deque[bytes] = collections.deque()

@@ -18,10 +18,18 @@ import numpy as np
 import pytest
 
 from benchmarks import common
-from fbvision.letterbox import Letterbox, letterbox
-from fbvision.postprocess import apply_nms, decode_yolo
-from fbvision.transport import Transport, message_id
-from fbvision.wire import ResultMessage, Timeline, decode_frame, decode_result, encode_frame, encode_result
+from fbvision.core.letterbox import Letterbox, letterbox
+from fbvision.core.transport import Transport, message_id
+from fbvision.core.wire import (
+    ResultMessage,
+    Timeline,
+    decode_frame,
+    decode_result,
+    encode_frame,
+    encode_result,
+)
+from fbvision.inference.decode import decode_yolo
+from fbvision.logic.filters import apply_nms
 
 pytestmark = [pytest.mark.bench, pytest.mark.timeout(600)]
 

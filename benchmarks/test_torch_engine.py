@@ -1,4 +1,4 @@
-"""The PyTorch engine of the GPU check (fbvision/engine_torch.py), kept honest on the CPU: the same ONNX file
+"""The PyTorch engine of the GPU check (fbvision/inference/engines/pytorch.py), kept honest on the CPU: the same ONNX file
 through PyTorch and through ONNX Runtime gives the same head, and the inference worker runs on it.
 
 Correctness, not speed: this is what lets benchmarks/gpu_check.sh trust its engine on a machine nobody can
@@ -25,7 +25,7 @@ def _small_model(prof) -> object:
 def test_torch_engine_matches_onnxruntime(benchmark, prof):
     pytest.importorskip("torch")
     pytest.importorskip("onnx")
-    from fbvision.engine_torch import TorchEngine, compare_with_ort
+    from fbvision.inference.engines.pytorch import TorchEngine, compare_with_ort
 
     model = _small_model(prof)
     engine = TorchEngine(model, device="cpu")
@@ -40,8 +40,8 @@ def test_inference_worker_runs_on_the_torch_engine(benchmark, prof):
     pytest.importorskip("torch")
     pytest.importorskip("onnx")
     from benchmarks.test_batching import Sweep
-    from fbvision.batcher import AutotuneResult
-    from fbvision.engine_torch import TorchEngine
+    from fbvision.inference.batcher import AutotuneResult
+    from fbvision.inference.engines.pytorch import TorchEngine
 
     engine = TorchEngine(_small_model(prof), device="cpu")
     frames = common.frame_messages(4, int(engine.input_size[0]))

@@ -151,7 +151,7 @@ def _names_from(option: str | None, model_names: dict[int, str], nc: int) -> dic
 
 def verification_batch(n: int, imgsz: int, seed: int = 7) -> np.ndarray:
     """``n`` letterboxed synthetic stall frames as a float32 [n, 3, imgsz, imgsz] RGB tensor in 0..1."""
-    from fbvision.letterbox import letterbox
+    from fbvision.core.letterbox import letterbox
     from fbvision.synth.dataset import samples
 
     frames = []

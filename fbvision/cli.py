@@ -21,8 +21,8 @@ import signal
 import sys
 import threading
 
-from fbvision.config import ConfigError, load_settings
-from fbvision.redact import redact_url
+from fbvision.core.config import ConfigError, load_settings
+from fbvision.core.redact import redact_url
 
 
 def _config(args: argparse.Namespace) -> int:
@@ -55,7 +55,7 @@ def _stop_on_signals() -> threading.Event:
 
 
 def _stage(args: argparse.Namespace) -> int:
-    from fbvision import stages
+    from fbvision.run import stages
 
     try:
         settings = load_settings(args.config)
@@ -84,7 +84,7 @@ def _stage(args: argparse.Namespace) -> int:
 
 
 def _backend(args: argparse.Namespace) -> int:
-    from fbvision.backend import main as backend_main
+    from fbvision.alerts.backend import main as backend_main
 
     backend_main(["--host", args.host, "--port", str(args.port), "--db", args.db])
     return 0
@@ -93,7 +93,7 @@ def _backend(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     import runpy
 
-    from fbvision.config import REPO_ROOT
+    from fbvision.core.config import REPO_ROOT
 
     sys.argv = [str(REPO_ROOT / "runners" / "run_all.py"), *args.rest]
     try:

@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fbvision.config import ConfigError, load_settings  # noqa: E402
-from fbvision.runner import PipelineRun  # noqa: E402
+from fbvision.core.config import ConfigError, load_settings  # noqa: E402
+from fbvision.run.runner import PipelineRun  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

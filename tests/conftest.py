@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from fbvision.redis_server import EmbeddedRedis
-from fbvision.transport import Transport
+from fbvision.core.transport import Transport
+from fbvision.run.redis_server import EmbeddedRedis
 
 logging.getLogger("fbvision").setLevel(logging.DEBUG)
 

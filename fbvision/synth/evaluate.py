@@ -16,7 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from fbvision.modelinfo import ModelInfo, load_model_info
+from fbvision.core.modelinfo import ModelInfo, load_model_info
 from fbvision.synth.dataset import random_scenario, samples
 
 logger = logging.getLogger(__name__)

@@ -15,10 +15,10 @@ import time
 import pytest
 from fbv_testutil import alive, descendants
 
-from fbvision.config import DEMO_CONFIG, REPO_ROOT, load_settings
-from fbvision.groundtruth import expected_alerts, smoothing_lag_s
-from fbvision.logic_config import effective_rules
-from fbvision.runner import PipelineRun
+from fbvision.core.config import DEMO_CONFIG, REPO_ROOT, load_settings
+from fbvision.core.logic_config import effective_rules
+from fbvision.lab.groundtruth import expected_alerts, smoothing_lag_s
+from fbvision.run.runner import PipelineRun
 from fbvision.synth import Scenario
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
@@ -174,8 +174,8 @@ def assert_previews_match_the_recording(run_dir, report_md: str) -> None:
     """--preview: one MP4 per synthetic camera of the demo config, a video frame per recorded result."""
     import cv2
 
-    from fbvision.annotate import recorded_frames
-    from fbvision.recorder import read_recording
+    from fbvision.lab.draw import recorded_frames
+    from fbvision.logic.recorder import read_recording
 
     recording = read_recording(run_dir / "recording")
     cameras = [c for c in load_settings(DEMO_CONFIG).cameras if c.enabled]

@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from fbvision.config import REPO_ROOT
-from fbvision.redis_server import EmbeddedRedis
-from fbvision.transport import Transport
+from fbvision.core.config import REPO_ROOT
+from fbvision.core.transport import Transport
+from fbvision.run.redis_server import EmbeddedRedis
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 

@@ -1,10 +1,10 @@
 """A scripted pipeline for the fault, security and scale-out suites: real stage processes, real Redis, the
 embedded backend in this process (so a test can take it down), and helpers to inject faults and measure.
 
-Why not :class:`fbvision.runner.PipelineRun`: it runs exactly one process per stage and owns the backend in a
+Why not :class:`fbvision.run.runner.PipelineRun`: it runs exactly one process per stage and owns the backend in a
 child process. The fault suite needs two inference / logic workers and camera managers side by side, a backend
 it can stop for 30 s, and each stage's log in a file it can read back. The stages themselves are the project's
-(:mod:`fbvision.stages`) under the project's :class:`fbvision.supervisor.Supervisor` - nothing is faked.
+(:mod:`fbvision.run.stages`) under the project's :class:`fbvision.run.supervisor.Supervisor` - nothing is faked.
 
 Imported by ``tests/fault/conftest.py`` (which puts this folder on ``sys.path``) and by the scale-out and
 security conftests. Spawned stage processes import it too (it holds their entry point), which is why the name
@@ -27,11 +27,11 @@ from pathlib import Path
 
 from fbv_testutil import descendants, wait_for  # noqa: F401 - re-exported to the fault modules
 
-from fbvision.config import DEMO_CONFIG, REPO_ROOT, Settings, load_settings
-from fbvision.groundtruth import expected_alerts, smoothing_lag_s
-from fbvision.logic_config import effective_rules
-from fbvision.redis_server import EmbeddedRedis
-from fbvision.transport import Transport, TransportUnavailable
+from fbvision.core.config import DEMO_CONFIG, REPO_ROOT, Settings, load_settings
+from fbvision.core.logic_config import effective_rules
+from fbvision.core.transport import Transport, TransportUnavailable
+from fbvision.lab.groundtruth import expected_alerts, smoothing_lag_s
+from fbvision.run.redis_server import EmbeddedRedis
 
 logger = logging.getLogger("fbv.fault")
 
@@ -49,7 +49,7 @@ FIGURES: list[str] = []
 
 def logged_stage(log_path: str, stage: str, *args) -> None:
     """Supervisor target: add a log file to what ``_stage_main`` configured, then run the project's stage."""
-    from fbvision import stages
+    from fbvision.run import stages
 
     root = logging.getLogger()
     for existing in root.handlers:  # the test's own output keeps only errors; the file gets everything
@@ -198,7 +198,7 @@ class FaultPipeline:
         self.injected: dict[str, int] = {}
         self.stage_pids: dict[str, set[int]] = {}
         self.memory: list[dict] = []  # samples: {"t": s, "<stage>": MB, "redis": MB}
-        self.exit_reason = "duration"  # for fbvision.report.build_report
+        self.exit_reason = "duration"  # for fbvision.run.report.build_report
         self.alerts: list[dict] = []  # what the backend stored (filled by close())
         self.scene_t0s: dict[str, float] = {}
         self.stopping_at = 0.0
@@ -209,7 +209,7 @@ class FaultPipeline:
         return self.run_dir / f"{name}.log"
 
     def _specs(self):
-        from fbvision.supervisor import StageSpec
+        from fbvision.run.supervisor import StageSpec
 
         by_id = {c.id: c for c in self.settings.cameras}
         specs = []
@@ -230,8 +230,8 @@ class FaultPipeline:
         return specs
 
     def start(self) -> FaultPipeline:
-        from fbvision.backend import EmbeddedBackend
-        from fbvision.supervisor import Supervisor
+        from fbvision.alerts.backend import EmbeddedBackend
+        from fbvision.run.supervisor import Supervisor
 
         if not self.external_url:
             extra = ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else []
@@ -257,7 +257,7 @@ class FaultPipeline:
                 self.stage_pids.setdefault(name, set()).add(run.process.pid)
 
     def _poll_loop(self) -> None:
-        from fbvision.supervisor import CrashLoop
+        from fbvision.run.supervisor import CrashLoop
 
         next_mem = 0.0
         while not self._halt.wait(0.25):
@@ -385,7 +385,7 @@ class FaultPipeline:
 
     def results_index(self) -> list[tuple[str, int, int, str]]:
         """(camera, seq, partition, entry id) of every result still in the partition streams."""
-        from fbvision.wire import WireError, decode_result
+        from fbvision.core.wire import WireError, decode_result
 
         t = self.transport
         out = []
@@ -400,7 +400,7 @@ class FaultPipeline:
 
     def outbox_waiting(self) -> int | None:
         """Outbox entries not yet delivered (unread lag + read but unacknowledged); None if unknown."""
-        from fbvision.transport import OUTBOX_GROUP
+        from fbvision.core.transport import OUTBOX_GROUP
 
         t = self.transport
         try:
@@ -420,8 +420,8 @@ class FaultPipeline:
     def judged_after(self, wall_ts: float, camera_id: str | None = None) -> bool:
         """True once the logic stage has read a result of a frame captured after ``wall_ts`` (its consumer
         group's last-delivered entry in some partition, or in ``camera_id``'s partition, is such a frame)."""
-        from fbvision.transport import RESULTS_GROUP
-        from fbvision.wire import WireError, decode_result
+        from fbvision.core.transport import RESULTS_GROUP
+        from fbvision.core.wire import WireError, decode_result
 
         t = self.transport
         parts = [t.partition_of(camera_id)] if camera_id else range(t.result_partitions)
@@ -605,7 +605,7 @@ class AlertAccount:
 
 
 def expected_for(run: FaultPipeline, camera_ids: Iterable[str], t_end: float):
-    from fbvision.sources import load_scenario
+    from fbvision.camera.factory import load_scenario
 
     t0s = run.scene_t0s
     out = []

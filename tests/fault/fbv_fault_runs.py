@@ -18,8 +18,8 @@ from pathlib import Path
 
 import fbv_fault_harness as h
 
-from fbvision import wire
-from fbvision.config import REPO_ROOT
+from fbvision.core import wire
+from fbvision.core.config import REPO_ROOT
 
 logger = logging.getLogger("fbv.fault")
 
@@ -54,7 +54,7 @@ def _valid_frame(camera_id: str = "cam-injected", jpeg: bytes | None = None) -> 
     import cv2
     import numpy as np
 
-    from fbvision.modelinfo import load_model_info
+    from fbvision.core.modelinfo import load_model_info
 
     height, width = load_model_info(h.model_path()).input_size
     if jpeg is None:
@@ -80,7 +80,7 @@ def _wrong_version(message: bytes) -> bytes:
 def _alert_json(**changes) -> bytes:
     import json
 
-    from fbvision.alerts import AlertEvent, AlertState, Evidence, Severity
+    from fbvision.core.events import AlertEvent, AlertState, Evidence, Severity
 
     event = AlertEvent.create(camera_id="cam-injected", rule="horse_down", track_id=1, state=AlertState.raised,
                               severity=Severity.warning, started_at=time.time() - 60, updated_at=time.time(),
@@ -387,9 +387,9 @@ class LoadGenerator:
     def _render(self) -> list[tuple[bytes, object]]:
         import cv2
 
-        from fbvision.letterbox import letterbox
-        from fbvision.modelinfo import load_model_info
-        from fbvision.sources import load_scenario
+        from fbvision.camera.factory import load_scenario
+        from fbvision.core.letterbox import letterbox
+        from fbvision.core.modelinfo import load_model_info
         from fbvision.synth import SceneRenderer
 
         height, width = load_model_info(h.model_path()).input_size
@@ -414,7 +414,7 @@ class LoadGenerator:
         self.run.injected["frames"] = self.run.injected.get("frames", 0) + self.pushed
 
     def _loop(self) -> None:
-        from fbvision.transport import TransportUnavailable
+        from fbvision.core.transport import TransportUnavailable
 
         t = self.run.transport
         seq, tick, credit = 0, 0.05, 0.0

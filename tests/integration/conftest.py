@@ -49,7 +49,7 @@ def tiny_model() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model_info(tiny_model):
-    from fbvision.modelinfo import load_model_info
+    from fbvision.core.modelinfo import load_model_info
 
     return load_model_info(tiny_model)
 

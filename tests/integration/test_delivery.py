@@ -8,10 +8,10 @@ import pytest
 import requests
 from fbv_testutil import Running, wait_until
 
-from fbvision.alerts import AlertEvent, AlertState, Evidence, Severity
-from fbvision.backend import EmbeddedBackend
-from fbvision.config import AlertsConfig
-from fbvision.delivery import AlertDelivery
+from fbvision.alerts.backend import EmbeddedBackend
+from fbvision.alerts.delivery import AlertDelivery
+from fbvision.core.config import AlertsConfig
+from fbvision.core.events import AlertEvent, AlertState, Evidence, Severity
 
 FAST = AlertsConfig(timeout_s=1.0, retry_initial_s=0.1, retry_max_s=0.5)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fbvision.modelinfo import load_model_info
+from fbvision.core.modelinfo import load_model_info
 from fbvision.synth.dataset import EVAL_SEED_START
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="needs onnxruntime")

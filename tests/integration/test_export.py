@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fbvision.modelinfo import ModelError, load_model_info
+from fbvision.core.modelinfo import ModelError, load_model_info
 
 pytestmark = [
     pytest.mark.export,

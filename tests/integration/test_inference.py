@@ -11,14 +11,14 @@ import cv2
 import numpy as np
 import pytest
 
-from fbvision.config import InferenceConfig, ModelConfig
-from fbvision.engine import OrtEngine, build_providers
-from fbvision.inference import InferenceWorker
-from fbvision.letterbox import Letterbox, letterbox
-from fbvision.modelinfo import ModelError
-from fbvision.postprocess import decode_yolo
-from fbvision.transport import Transport
-from fbvision.wire import FrameMessage, decode_frame, decode_result, encode_frame
+from fbvision.core.config import InferenceConfig, ModelConfig
+from fbvision.core.letterbox import Letterbox, letterbox
+from fbvision.core.modelinfo import ModelError
+from fbvision.core.transport import Transport
+from fbvision.core.wire import FrameMessage, decode_frame, decode_result, encode_frame
+from fbvision.inference.decode import decode_yolo
+from fbvision.inference.engines.ort import OrtEngine, build_providers
+from fbvision.inference.worker import InferenceWorker
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -17,17 +17,17 @@ import numpy as np
 import pytest
 from fbv_testutil import Running, wait_until
 
-from fbvision.alerts import AlertEvent
-from fbvision.backend import EmbeddedBackend
-from fbvision.camera_logic import CameraLogic
-from fbvision.config import AlertsConfig, Settings
-from fbvision.delivery import AlertDelivery
-from fbvision.logic import UNSENT_KEY, LogicWorker
-from fbvision.logic_config import LogicConfig
-from fbvision.postprocess import Candidates
-from fbvision.recorder import Recorder, read_recording
-from fbvision.transport import Transport
-from fbvision.wire import ResultMessage, Timeline, encode_result
+from fbvision.alerts.backend import EmbeddedBackend
+from fbvision.alerts.delivery import AlertDelivery
+from fbvision.core.candidates import Candidates
+from fbvision.core.config import AlertsConfig, Settings
+from fbvision.core.events import AlertEvent
+from fbvision.core.logic_config import LogicConfig
+from fbvision.core.transport import Transport
+from fbvision.core.wire import ResultMessage, Timeline, encode_result
+from fbvision.logic.camera_logic import CameraLogic
+from fbvision.logic.recorder import Recorder, read_recording
+from fbvision.logic.worker import UNSENT_KEY, LogicWorker
 
 CLASS_IDS = {"horse": 0}
 STAND = (100.0, 100.0, 200.0, 300.0)  # 100 x 200: standing

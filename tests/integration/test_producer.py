@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from fbv_testutil import wait_for
 
-from fbvision.config import CameraConfig, ProducerConfig
-from fbvision.letterbox import compute_letterbox
-from fbvision.producer import CameraManager
-from fbvision.sources import FrameSource
-from fbvision.transport import Transport
-from fbvision.wire import decode_frame
+from fbvision.camera.manager import CameraManager
+from fbvision.camera.source import FrameSource
+from fbvision.core.config import CameraConfig, ProducerConfig
+from fbvision.core.letterbox import compute_letterbox
+from fbvision.core.transport import Transport
+from fbvision.core.wire import decode_frame
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -131,7 +131,7 @@ def test_letterbox_geometry_in_the_message_maps_the_picture_back(transport):
     image = cv2.imdecode(np.frombuffer(frame.jpeg, np.uint8), cv2.IMREAD_GRAYSCALE)
     ys, xs = np.nonzero(image > 200)
     found = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float32)
-    from fbvision.letterbox import Letterbox
+    from fbvision.core.letterbox import Letterbox
 
     box = Letterbox(frame.src_w, frame.src_h, frame.input_w, frame.input_h, frame.scale, frame.pad_x, frame.pad_y)
     back = box.to_source(found[None])[0]

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from fbv_testutil import wait_for
 
-from fbvision.config import CameraConfig, InferenceConfig, ModelConfig, ProducerConfig
-from fbvision.inference import InferenceWorker
-from fbvision.letterbox import compute_letterbox
-from fbvision.producer import CameraManager
-from fbvision.wire import decode_frame, decode_result
+from fbvision.camera.manager import CameraManager
+from fbvision.core.config import CameraConfig, InferenceConfig, ModelConfig, ProducerConfig
+from fbvision.core.letterbox import compute_letterbox
+from fbvision.core.wire import decode_frame, decode_result
+from fbvision.inference.worker import InferenceWorker
 
 pytestmark = [pytest.mark.rtsp, pytest.mark.slow, pytest.mark.timeout(180)]
 

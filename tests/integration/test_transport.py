@@ -8,8 +8,8 @@ import time
 import pytest
 import redis
 
-from fbvision.redis_server import EmbeddedRedis
-from fbvision.transport import Transport, TransportUnavailable, message_id
+from fbvision.core.transport import Transport, TransportUnavailable, message_id
+from fbvision.run.redis_server import EmbeddedRedis
 
 pytestmark = pytest.mark.timeout(60)
 

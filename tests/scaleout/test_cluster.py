@@ -11,7 +11,7 @@ from __future__ import annotations
 import fbv_fault_harness as h
 import pytest
 
-from fbvision.redis_server import EmbeddedRedisCluster
+from fbvision.run.redis_server import EmbeddedRedisCluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

@@ -22,14 +22,14 @@ import cv2
 import fbv_fault_harness as h
 import pytest
 
-from fbvision.letterbox import letterbox
-from fbvision.modelinfo import load_model_info
-from fbvision.redis_server import EmbeddedRedis
-from fbvision.sources import load_scenario
-from fbvision.supervisor import StageSpec, Supervisor
+from fbvision.camera.factory import load_scenario
+from fbvision.core.letterbox import letterbox
+from fbvision.core.modelinfo import load_model_info
+from fbvision.core.transport import Transport
+from fbvision.core.wire import FrameMessage, encode_frame
+from fbvision.run.redis_server import EmbeddedRedis
+from fbvision.run.supervisor import StageSpec, Supervisor
 from fbvision.synth import SceneRenderer
-from fbvision.transport import Transport
-from fbvision.wire import FrameMessage, encode_frame
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

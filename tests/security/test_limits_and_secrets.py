@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import requests
 
-from fbvision import wire
-from fbvision.config import REPO_ROOT, ConfigError, load_settings
-from fbvision.transport import Transport
+from fbvision.core import wire
+from fbvision.core.config import REPO_ROOT, ConfigError, load_settings
+from fbvision.core.transport import Transport
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
 
@@ -66,7 +66,7 @@ def test_batch_and_queue_limits(redis_url):
 
 
 def test_backend_refuses_oversized_alert(tmp_path):
-    from fbvision.backend import MAX_BODY_BYTES, EmbeddedBackend
+    from fbvision.alerts.backend import MAX_BODY_BYTES, EmbeddedBackend
 
     with EmbeddedBackend(tmp_path / "a.sqlite") as backend:
         reply = requests.post(backend.url, data=b"{" + b" " * MAX_BODY_BYTES + b"}",

@@ -14,9 +14,9 @@ import time
 import fbv_fault_harness as h
 import pytest
 
-from fbvision.config import REPO_ROOT
-from fbvision.redis_server import EmbeddedRedis, free_port
-from fbvision.transport import Transport
+from fbvision.core.config import REPO_ROOT
+from fbvision.core.transport import Transport
+from fbvision.run.redis_server import EmbeddedRedis, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -25,7 +25,7 @@ REDIS_PW = "redis-pass-77e1"
 
 
 def test_rtsp_credentials_masked_in_logs_and_status(caplog):
-    from fbvision.producer import CameraManager
+    from fbvision.camera.manager import CameraManager
 
     port = free_port()  # nothing listens there: the camera fails to connect, and logs it
     source = f"rtsp://admin:{RTSP_PW}@127.0.0.1:{port}/stream?token={RTSP_PW}"
@@ -58,7 +58,7 @@ def test_config_show_masks_secrets_from_the_environment():
 
 
 def test_config_errors_mask_secrets():
-    from fbvision.config import ConfigError, load_settings
+    from fbvision.core.config import ConfigError, load_settings
 
     with pytest.raises(ConfigError) as err:
         load_settings(environ={"REDIS_URL": f"http://:{REDIS_PW}@127.0.0.1/0"})  # wrong scheme: rejected
@@ -66,8 +66,8 @@ def test_config_errors_mask_secrets():
 
 
 def test_run_report_masks_secrets(tmp_path):
-    from fbvision.report import build_report, render_markdown
-    from fbvision.runner import PipelineRun
+    from fbvision.run.report import build_report, render_markdown
+    from fbvision.run.runner import PipelineRun
 
     source = f"rtsp://admin:{RTSP_PW}@127.0.0.1:1/stream"
     settings = h.make_settings({"cam-rtsp": source})

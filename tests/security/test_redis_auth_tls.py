@@ -10,8 +10,8 @@ import fbv_fault_harness as h
 import pytest
 import redis
 
-from fbvision.redis_server import EmbeddedRedis, make_test_tls_files
-from fbvision.transport import Transport, TransportUnavailable
+from fbvision.core.transport import Transport, TransportUnavailable
+from fbvision.run.redis_server import EmbeddedRedis, make_test_tls_files
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -94,7 +94,7 @@ def test_wrong_or_missing_password_fails_at_once(tls_redis, password):
 
 def test_camera_and_inference_stages_over_tls(tls_redis):
     """The real stage entry points (as the runners start them), in threads, on the rediss:// URL."""
-    from fbvision.stages import camera_stage, inference_stage
+    from fbvision.run.stages import camera_stage, inference_stage
 
     settings = h.make_settings({"cam-walk": "synthetic:normal_walk"}, inference={"autotune": False})
     cfg = settings.model_dump_json()

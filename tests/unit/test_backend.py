@@ -6,8 +6,8 @@ import json
 import pytest
 import requests
 
-from fbvision.alerts import AlertEvent, AlertState, Evidence, Severity
-from fbvision.backend import MAX_BODY_BYTES, EmbeddedBackend
+from fbvision.alerts.backend import MAX_BODY_BYTES, EmbeddedBackend
+from fbvision.core.events import AlertEvent, AlertState, Evidence, Severity
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -133,7 +133,7 @@ def test_fail_with_answers_like_a_broken_backend(backend):
 
 
 def test_command_line_entry_parses_its_options(monkeypatch, tmp_path):
-    from fbvision import backend as module
+    from fbvision.alerts import backend as module
 
     seen = {}
 

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fbvision.batcher import Batcher, autotune, candidate_batch_sizes, format_table
-from fbvision.wire import FrameMessage, encode_frame
+from fbvision.core.wire import FrameMessage, encode_frame
+from fbvision.inference.batcher import Batcher, autotune, candidate_batch_sizes, format_table
 
 pytestmark = pytest.mark.timeout(60)
 

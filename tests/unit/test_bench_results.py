@@ -1,4 +1,4 @@
-"""benchmarks.report's loaders: which results file is read, and the tables notebook 02 plots from it."""
+"""benchmarks.results (the loaders): which results file is read, and the tables notebook 02 plots from it."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fbvision.config import REPO_ROOT
+from fbvision.core.config import REPO_ROOT
 
 if str(REPO_ROOT) not in sys.path:  # benchmarks/ is a package at the repository root, not installed
     sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks import report  # noqa: E402
+from benchmarks import report, results  # noqa: E402
 
 STAGES = ("encode", "queue_wait", "batch_decode", "inference", "publish", "to_logic", "logic", "end_to_end")
 
@@ -134,26 +134,26 @@ def write(path: Path, doc: dict) -> Path:
 
 
 def test_find_results_prefers_the_newest_full_result(tmp_path):
-    assert report.find_results(tmp_path) == {"path": None, "profile": None, "gpu": []}
+    assert results.find_results(tmp_path) == {"path": None, "profile": None, "gpu": []}
     quick = write(tmp_path / "quick" / "20260101-000000.json", bench_doc(quick=True))
-    assert report.find_results(tmp_path) == {"path": quick, "profile": "quick", "gpu": []}
+    assert results.find_results(tmp_path) == {"path": quick, "profile": "quick", "gpu": []}
     write(tmp_path / "20260101-000000.json", bench_doc())
     newest = write(tmp_path / "20260102-000000.json", bench_doc())
     write(tmp_path / "quick" / "20260105-000000.json", bench_doc(quick=True))  # newer, but quick
     gpu = write(tmp_path / "gpu-nvidia-test.json", gpu_doc())
     (tmp_path / "notes.json").write_text("{}")  # not a results name: ignored
-    found = report.find_results(tmp_path)
+    found = results.find_results(tmp_path)
     assert found == {"path": newest, "profile": "full", "gpu": [gpu.resolve()]}
 
 
 def test_load_results_of_an_empty_folder_says_so(tmp_path):
     with pytest.raises(FileNotFoundError, match="no benchmark result"):
-        report.load_results(tmp_path)
+        results.load_results(tmp_path)
 
 
 def test_load_results_tables(tmp_path):
     write(tmp_path / "20260101-000000.json", bench_doc())
-    res = report.load_results(tmp_path)
+    res = results.load_results(tmp_path)
     assert res["path"].name == "20260101-000000.json" and res["profile"] == "full"
     assert res["machine"]["cpu"] == "Test CPU" and res["machine"]["gpus"] == "none"
     assert "Test CPU, 2 cores" in res["machine_line"] and "CPUExecutionProvider" in res["machine_line"]
@@ -199,18 +199,18 @@ def test_load_results_tables(tmp_path):
 def test_missing_suites_give_empty_tables(tmp_path):
     doc = bench_doc(quick=True, batching=False)
     doc["benchmarks"] = [b for b in doc["benchmarks"] if b["extra_info"]["kind"] not in ("e2e", "overload")]
-    res = report.load_results(write(tmp_path / "20260101-000000.json", doc))
+    res = results.load_results(write(tmp_path / "20260101-000000.json", doc))
     assert res["profile"] == "quick"
     for name in ("throughput", "runs", "latency", "cdf", "drops", "memory", "worker"):
         assert isinstance(res[name], pd.DataFrame) and res[name].empty, name
     assert list(res["throughput"].columns[:3]) == ["model_key", "provider", "mode"]
-    report.verdicts(res)  # nothing to judge is not an error
+    results.verdicts(res)  # nothing to judge is not an error
 
 
 def test_gpu_results_beside_a_quick_result_are_found_in_the_folder_above(tmp_path):
     path = write(tmp_path / "quick" / "20260101-000000.json", bench_doc(quick=True))
     write(tmp_path / "gpu-nvidia-test.json", gpu_doc())
-    res = report.load_results(path)
+    res = results.load_results(path)
     assert list(res["gpu"]["gpu"]) == ["NVIDIA Test"] and res["gpu"].iloc[0]["host_ratio_largest"] == 4.5
     assert set(res["gpu_batching"]["variant"]) == {"eager", "graphs"} and len(res["gpu_batching"]) == 6
     assert list(res["gpu_worker"]["mode"]) == ["sequential", "batch-32"]
@@ -220,12 +220,12 @@ def test_gpu_results_beside_a_quick_result_are_found_in_the_folder_above(tmp_pat
 
 
 def test_verdicts_on_a_cpu_run(tmp_path):
-    res = report.load_results(write(tmp_path / "20260101-000000.json", bench_doc()))
-    v = report.verdicts(res).set_index("claim")
+    res = results.load_results(write(tmp_path / "20260101-000000.json", bench_doc()))
+    v = results.verdicts(res).set_index("claim")
     batching = v.filter(like="~4x throughput", axis=0).iloc[0]
     assert batching["measured"] == pytest.approx(0.9) and batching["met"] is None  # a GPU claim: n/a on a CPU
     dynamic = v.filter(like="never slower", axis=0).iloc[0]
-    assert dynamic["met"] is True and dynamic["target"] == report.TARGETS["cpu_dynamic_vs_sequential"]
+    assert dynamic["met"] is True and dynamic["target"] == results.TARGETS["cpu_dynamic_vs_sequential"]
     overhead = v.filter(like="pipeline overhead", axis=0).iloc[0]
     assert overhead["measured"] == pytest.approx(1.5 * (59.5 - 40.0)) and overhead["met"] is False
     assert v.filter(like="end to end p95", axis=0).iloc[0]["met"] is None
@@ -236,8 +236,8 @@ def test_verdicts_on_a_cpu_run(tmp_path):
 
 def test_verdicts_with_a_gpu_result(tmp_path):
     write(tmp_path / "gpu-nvidia-test.json", gpu_doc())
-    res = report.load_results(write(tmp_path / "20260101-000000.json", bench_doc()))
-    v = report.verdicts(res).set_index("claim")
+    res = results.load_results(write(tmp_path / "20260101-000000.json", bench_doc()))
+    v = results.verdicts(res).set_index("claim")
     gpu = v.filter(like="GPU NVIDIA Test", axis=0).iloc[0]
     assert gpu["measured"] == 4.5 and gpu["met"] is True
     gpu_e2e = v.filter(like="[gpu: NVIDIA Test]", axis=0).iloc[0]  # p95 = 1.5 x (9.5 + 40 ms) > 50 ms
@@ -249,7 +249,7 @@ def test_load_results_reads_what_report_build_reads(tmp_path):
     """The notebook and REPORT.md come from the same file: build() accepts what load_results read."""
     path = write(tmp_path / "20260101-000000.json", bench_doc())
     write(tmp_path / "gpu-nvidia-test.json", gpu_doc(e2e=False))
-    res = report.load_results(path)
+    res = results.load_results(path)
     text = report.build(path).read_text()
     assert "NVIDIA Test" in text and res["gpu"].iloc[0]["e2e_skipped"] == "no redis-server"
     assert f"{res['throughput'].set_index('mode').loc['dynamic', 'ratio_vs_sequential']:.2f}x" in text
@@ -259,9 +259,9 @@ def test_a_cpu_dry_run_of_the_gpu_check_is_not_a_gpu_result(tmp_path):
     doc = gpu_doc()
     doc["gpu"] = "cpu (Test CPU)"
     write(tmp_path / "gpu-cpu-test-cpu.json", doc)
-    res = report.load_results(write(tmp_path / "20260101-000000.json", bench_doc()))
+    res = results.load_results(write(tmp_path / "20260101-000000.json", bench_doc()))
     assert list(res["gpu"]["on_gpu"]) == [False]
-    v = report.verdicts(res).set_index("claim")
+    v = results.verdicts(res).set_index("claim")
     assert v.filter(like="GPU cpu (Test CPU)", axis=0).iloc[0]["met"] is None
     dry_e2e = v.filter(like="[gpu: cpu (Test CPU)]", axis=0)
     assert len(dry_e2e) == 1 and dry_e2e.index[0].startswith("end to end") and dry_e2e.iloc[0]["met"] is None

@@ -6,6 +6,7 @@ use capture times, so the frame rate only changes how finely those times are sam
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -15,17 +16,23 @@ import pandas as pd
 import pydantic
 import pytest
 
-from fbvision.alerts import AlertEvent, AlertState, episode_key, idempotency_key
-from fbvision.camera_logic import CameraLogic
-from fbvision.logic_config import (
+from fbvision.core.candidates import Candidates
+from fbvision.core.events import AlertEvent, AlertState, episode_key, idempotency_key
+from fbvision.core.logic_config import (
     CameraLogicOverrides,
     FeatureConfig,
     LogicConfig,
     RulesConfig,
     effective_rules,
 )
-from fbvision.postprocess import Candidates
-from fbvision.smoothing import EpisodeTracker, episode_transitions, smooth
+from fbvision.logic.camera_logic import CameraLogic
+from fbvision.logic.smoothing import (
+    EpisodeTracker,
+    build_filter,
+    episode_tracker,
+    episode_transitions,
+    smooth,
+)
 
 HORSE = 17
 T0 = 1_700_000_000.0
@@ -354,10 +361,10 @@ def test_notebook_replay_of_signals_equals_streaming():
     for rule in ("horse_down", "rolling", "too_fast", "horse_absent"):
         params = getattr(rules, rule)
         part = signals[signals.rule == rule]
-        notebook = smooth(part, "raw", params.smoothing.build, by=("camera_id", "rule", "track_id"))
+        notebook = smooth(part, "raw", functools.partial(build_filter, params.smoothing), by=("camera_id", "rule", "track_id"))
         np.testing.assert_array_equal(notebook.astype(float).to_numpy(), part.smoothed.to_numpy())
         table = episode_transitions(
-            part.assign(s=notebook), "s", params.episode_tracker, by=("camera_id", "track_id")
+            part.assign(s=notebook), "s", functools.partial(episode_tracker, params), by=("camera_id", "track_id")
         )
         streamed = [
             (a.state.value, a.severity.value, a.started_at, a.updated_at) for a in alerts if a.rule == rule
@@ -431,6 +438,6 @@ def test_config_is_strict_and_documented():
 
 
 def test_episode_tracker_from_config_matches_defaults():
-    tracker = LogicConfig().rules.horse_down.episode_tracker()
+    tracker = episode_tracker(LogicConfig().rules.horse_down)
     assert isinstance(tracker, EpisodeTracker)
     assert [(a, s.value) for a, s in tracker.escalation] == [(1800.0, "warning"), (3600.0, "critical")]

@@ -3,8 +3,8 @@ import sys
 
 import pytest
 
-from fbvision.config import DEMO_CONFIG, ConfigError, Settings, apply_env_overrides, load_settings
-from fbvision.redact import redact_url
+from fbvision.core.config import DEMO_CONFIG, ConfigError, Settings, apply_env_overrides, load_settings
+from fbvision.core.redact import redact_url
 
 
 def write(tmp_path, text):

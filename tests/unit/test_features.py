@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import supervision as sv
 
-from fbvision.features import FeatureExtractor, TrackFeatures, is_lying
-from fbvision.logic_config import FeatureConfig
+from fbvision.core.logic_config import FeatureConfig
+from fbvision.logic.features import FeatureExtractor, TrackFeatures, is_lying
 
 FPS = 5.0
 FRAME = (1280, 720)

@@ -1,7 +1,7 @@
 import pytest
 
-from fbvision.groundtruth import ExpectedAlert, expected_alerts, match_alerts, smoothing_lag_s, summarise
-from fbvision.logic_config import RulesConfig
+from fbvision.core.logic_config import RulesConfig
+from fbvision.lab.groundtruth import ExpectedAlert, expected_alerts, match_alerts, smoothing_lag_s, summarise
 from fbvision.synth import Scenario
 
 

@@ -1,4 +1,4 @@
-"""fbvision.lab: detection logs with ground truth, strategy sweeps scored by fbvision.groundtruth, config snippets."""
+"""fbvision.lab: detection logs with ground truth, strategy sweeps scored by fbvision.lab.groundtruth, config snippets."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from fbvision import lab
-from fbvision.config import load_settings
-from fbvision.logic_config import HorseDownRule, LogicConfig, SmoothingConfig
+from fbvision.core.config import load_settings
+from fbvision.core.logic_config import HorseDownRule, LogicConfig, SmoothingConfig
 from fbvision.synth import Scenario
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fbvision.letterbox import Letterbox, compute_letterbox, letterbox
+from fbvision.core.letterbox import Letterbox, compute_letterbox, letterbox
 
 SIZES = [
     pytest.param((1920, 1080), (640, 640), id="1080p"),

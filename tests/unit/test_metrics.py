@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import requests
 
-from fbvision import metrics
-from fbvision.metrics import STAGE_NAMES, Counters, LatencyStats, snapshot, stage_durations
-from fbvision.wire import Timeline
+from fbvision.core import metrics
+from fbvision.core.metrics import STAGE_NAMES, Counters, LatencyStats, snapshot, stage_durations
+from fbvision.core.wire import Timeline
 
 
 def test_stage_durations_follow_the_timeline():

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from fbvision.modelinfo import ModelError, ModelInfo, load_model_info, sidecar_path
+from fbvision.core.modelinfo import ModelError, ModelInfo, load_model_info, sidecar_path
 
 onnx = pytest.importorskip("onnx", reason="building test models needs the onnx package")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402

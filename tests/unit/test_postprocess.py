@@ -7,8 +7,10 @@ import time
 import numpy as np
 import pytest
 
-from fbvision.letterbox import compute_letterbox
-from fbvision.postprocess import Candidates, apply_nms, class_ids_by_name, decode_yolo, filter_candidates
+from fbvision.core.candidates import Candidates, class_ids_by_name
+from fbvision.core.letterbox import compute_letterbox
+from fbvision.inference.decode import decode_yolo
+from fbvision.logic.filters import apply_nms, filter_candidates
 
 HORSE = 17
 

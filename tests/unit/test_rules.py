@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from fbvision import rules
-from fbvision.features import TrackFeatures
-from fbvision.logic_config import CameraOfflineRule, RollingRule, TooFastRule
+from fbvision.core.logic_config import CameraOfflineRule, RollingRule, TooFastRule
+from fbvision.logic import rules
+from fbvision.logic.features import TrackFeatures
 
 FPS = 5.0
 NAN = float("nan")

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fbvision.alerts import AlertState, Severity
-from fbvision.smoothing import (
+from fbvision.core.events import AlertState, Severity
+from fbvision.logic.smoothing import (
     Chain,
     Cooldown,
     Ema,

@@ -11,20 +11,11 @@ import cv2
 import numpy as np
 import pytest
 
-from fbvision.config import CameraConfig, ProducerConfig
-from fbvision.sources import (
-    Backoff,
-    CvCapture,
-    EndOfStream,
-    FpsSampler,
-    FrameSource,
-    LogThrottle,
-    SourceError,
-    SourceState,
-    SyntheticCapture,
-    open_source,
-    source_kind,
-)
+from fbvision.camera.captures import CvCapture, SyntheticCapture
+from fbvision.camera.factory import open_source, source_kind
+from fbvision.camera.source import EndOfStream, FpsSampler, FrameSource, SourceError, SourceState
+from fbvision.core.config import CameraConfig, ProducerConfig
+from fbvision.core.loop import Backoff, LogThrottle
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -478,7 +469,7 @@ def test_network_source_alternates_hardware_and_software_decoding_one_open_per_a
         def close(self):
             pass
 
-    monkeypatch.setattr("fbvision.sources.CvCapture", FakeCvCapture)
+    monkeypatch.setattr("fbvision.camera.factory.CvCapture", FakeCvCapture)
     source = open_source(CameraConfig(id="c", source="rtsp://cam/1"), ProducerConfig(hw_decode=True))
     for _ in range(5):
         try:

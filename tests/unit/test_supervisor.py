@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from fbvision.supervisor import CrashLoop, StageSpec, Supervisor
+from fbvision.run.supervisor import CrashLoop, StageSpec, Supervisor
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fbvision.logic_config import TrackerConfig
-from fbvision.postprocess import Candidates
-from fbvision.tracking import CameraTracker
+from fbvision.core.candidates import Candidates
+from fbvision.core.logic_config import TrackerConfig
+from fbvision.logic.tracking import CameraTracker
 
 FPS = 5.0
 HORSE_A = (100.0, 200.0, 400.0, 500.0)
@@ -158,8 +158,8 @@ def test_horse_lying_down_in_place_keeps_its_id():
 
 
 def test_horse_missed_while_lying_down_is_relinked_and_keeps_its_standing_baseline():
-    from fbvision.features import FeatureExtractor
-    from fbvision.logic_config import FeatureConfig
+    from fbvision.core.logic_config import FeatureConfig
+    from fbvision.logic.features import FeatureExtractor
 
     # 8 s up, 12 s unseen (longer than ByteTrack's own lost_track_s), found lying half a body further on.
     frames = [[STANDING]] * 40 + [[]] * 60 + [[LYING_FURTHER_ON]] * 10

@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fbvision import wire
-from fbvision.wire import FrameMessage, ResultMessage, Timeline, WireError
+from fbvision.core import wire
+from fbvision.core.wire import FrameMessage, ResultMessage, Timeline, WireError
 
 camera_ids = st.from_regex(r"[A-Za-z0-9_.:\-]{1,64}", fullmatch=True)
 finite = st.floats(allow_nan=False, allow_infinity=False, width=32, min_value=-1e6, max_value=1e6)

@@ -1,0 +1,250 @@
+"""Deliver alerts from the durable outbox to the backend by HTTP POST (see docs/alerts.md).
+
+The logic worker writes each alert event to the Redis stream ``alerts:outbox`` (in the same transaction
+that acknowledges the results which produced it). :class:`AlertDelivery` reads that stream through the
+consumer group ``delivery`` and POSTs each event, as JSON with an ``Idempotency-Key`` header, to the
+backend. An entry is acknowledged only after the backend accepted it, so:
+
+* **an outage delays, never drops**: a connection error, timeout, 5xx, 408/425/429, a redirect or a
+  401/403/404/405/407 (the backend or its URL/credentials are wrong, not this alert) leaves the entry
+  pending; delivery backs off exponentially with jitter (``retry_initial_s`` doubling up to
+  ``retry_max_s``, or longer when a ``Retry-After`` asks for it, capped at ``retry_max_s``) and then retries the
+  OLDEST pending entry first, so one camera's events arrive in order;
+* **a crash or restart duplicates at most**: an event POSTed but not yet acknowledged is POSTed again,
+  with the same idempotency key; the backend must store each key once (the embedded backend does);
+* **a poison event cannot block the queue**: a 4xx that is about the payload (400, 413, 415, 422, ...)
+  or an entry that is not JSON with an ``idempotency_key`` is dead-lettered, acknowledged and counted
+  (``failed_permanent``), and logged as an error.
+
+Consumers: start with this consumer's own pending entries (what its previous incarnation left - keep the
+name stable across restarts), then claim entries that another, dead, consumer left pending for
+``claim_idle_s``, then new ones. With several consumers per-camera order is no longer guaranteed
+(alerts carry ``updated_at`` for that); one consumer per pipeline is the intended deployment.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from typing import TYPE_CHECKING
+
+import requests
+
+from fbvision.core.metrics import Counters, LatencyStats, snapshot
+from fbvision.core.redact import redact_url
+from fbvision.core.transport import StreamEntry, Transport, TransportUnavailable
+
+if TYPE_CHECKING:
+    from fbvision.core.config import AlertsConfig
+
+logger = logging.getLogger(__name__)
+
+DEAD_LETTER_QUEUE = "alerts:outbox"
+#: 4xx answers that say "the backend (its URL, credentials, load) is not right now", not "this alert is bad".
+RETRY_4XX = frozenset({401, 403, 404, 405, 407, 408, 421, 425, 429})
+DUPLICATE_STATUS = 409
+REPORT_INTERVAL_S = 1.0
+
+_DELIVERED, _RETRY, _POISON = "delivered", "retry", "poison"
+
+
+class AlertDelivery:
+    """Outbox -> HTTP POST with retry; ``run(stop)`` until ``stop`` is set."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        config: AlertsConfig,
+        consumer_name: str,
+        *,
+        session: requests.Session | None = None,
+        backend_url: str | None = None,
+        claim_idle_s: float | None = None,
+        claim_interval_s: float = 5.0,
+        batch_size: int = 50,
+        clock=time.monotonic,
+        rng: random.Random | None = None,
+    ):
+        self.transport = transport
+        self.config = config
+        self.consumer = consumer_name
+        self.url = backend_url or config.backend_url
+        if not self.url:
+            raise ValueError("no backend URL: set alerts.backend_url or pass backend_url (the embedded backend's url)")
+        self.safe_url = redact_url(self.url)
+        self._own_session = session is None
+        self.session = session or requests.Session()
+        # A live consumer touches its pending entries at least every retry_max_s; only take over what sat
+        # idle clearly longer than that, or two live consumers would keep stealing from each other.
+        self.claim_idle_s = claim_idle_s if claim_idle_s is not None else max(
+            30.0, 2 * config.retry_max_s + config.timeout_s
+        )
+        self.claim_interval_s = claim_interval_s
+        self.batch_size = batch_size
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.counters = Counters(prometheus_stage="delivery")
+        self.latency = LatencyStats(prometheus_stage_prefix="delivery_")
+        self._failures = 0  # consecutive failed attempts
+        self._retry_at = 0.0  # clock() time of the next attempt while backing off
+        self._outage_since: float | None = None
+        self._next_claim = 0.0
+        self._next_report = 0.0
+        self._outbox_pending = 0
+
+    # -- one pass ----------------------------------------------------------------------------------
+    @property
+    def backing_off(self) -> bool:
+        return self.clock() < self._retry_at
+
+    def step(self, block_s: float = 1.0) -> int:
+        """Deliver what there is now (own pending, else claimed stale, else new - blocking up to
+        ``block_s``); returns how many entries were settled (delivered or dead-lettered). Does nothing
+        while backing off. Raises TransportUnavailable when Redis is away."""
+        if self.backing_off:
+            return 0
+        entries = self.transport.read_alerts(self.consumer, pending=True, count=self.batch_size)
+        if not entries and self.clock() >= self._next_claim:
+            self._next_claim = self.clock() + self.claim_interval_s
+            entries = self.transport.claim_stale_alerts(self.consumer, self.claim_idle_s, count=self.batch_size)
+            if entries:
+                self.counters.incr("claimed", len(entries))
+                logger.warning("took over %d alert(s) a dead delivery consumer left pending", len(entries))
+        if not entries:
+            entries = self.transport.read_alerts(self.consumer, pending=False, count=self.batch_size, block_s=block_s)
+        settled = 0
+        for entry in entries:
+            if self._deliver(entry) == _RETRY:
+                break  # keep order: nothing after an undelivered entry goes first
+            settled += 1
+        return settled
+
+    def _deliver(self, entry: StreamEntry) -> str:
+        if not entry.payload:
+            # Trimmed out of the outbox (outbox_maxlen reached while undelivered): gone, say so loudly.
+            logger.error("alert outbox entry %s was trimmed before delivery: raise alerts.outbox_maxlen", entry.entry_id)
+            self.counters.incr("lost_trimmed")
+            self.transport.ack_alerts([entry.entry_id])
+            return _POISON
+        try:
+            event = json.loads(entry.payload)
+            key = event["idempotency_key"]
+            if not isinstance(key, str) or not key:
+                raise ValueError("empty idempotency_key")
+        except (ValueError, KeyError, TypeError) as exc:
+            return self._poison(entry, "unparseable", f"{type(exc).__name__}: {exc}")
+        camera = event.get("camera_id", "?") if isinstance(event, dict) else "?"
+        headers = {"Content-Type": "application/json", "Idempotency-Key": key}
+        t0 = time.monotonic()
+        try:
+            response = self.session.post(
+                self.url, data=entry.payload, headers=headers, timeout=self.config.timeout_s, allow_redirects=False
+            )
+        except requests.RequestException as exc:
+            return self._retry_later(f"{type(exc).__name__}", None)
+        finally:
+            self.latency.add("post", time.monotonic() - t0)
+        status = response.status_code
+        if 200 <= status < 300 or status == DUPLICATE_STATUS:
+            self.transport.ack_alerts([entry.entry_id])
+            duplicate = status == DUPLICATE_STATUS or _says_duplicate(response)
+            self.counters.incr("duplicate" if duplicate else "delivered")
+            updated_at = event.get("updated_at")
+            if isinstance(updated_at, (int, float)) and updated_at > 0:
+                self.latency.add("capture_to_backend", time.time() - float(updated_at))
+            self._recovered()
+            logger.debug("camera %s: alert %s delivered (HTTP %d)", camera, key, status)
+            return _DELIVERED
+        if status >= 500 or status in RETRY_4XX or 300 <= status < 400 or status < 200:
+            return self._retry_later(f"HTTP {status}", response.headers.get("Retry-After"))
+        return self._poison(entry, f"http_{status}", response.text[:300])
+
+    def _poison(self, entry: StreamEntry, reason: str, detail: str) -> str:
+        logger.error(
+            "alert outbox entry %s rejected permanently (%s): %s - dead-lettered, not retried",
+            entry.entry_id, reason, detail,
+        )
+        self.transport.dead_letter(DEAD_LETTER_QUEUE, reason, entry.payload)
+        self.transport.ack_alerts([entry.entry_id])
+        self.counters.incr("failed_permanent")
+        return _POISON
+
+    def _retry_later(self, why: str, retry_after: str | None) -> str:
+        self._failures += 1
+        self.counters.incr("retried")
+        cfg = self.config
+        delay = min(cfg.retry_max_s, cfg.retry_initial_s * 2 ** min(self._failures - 1, 30))
+        delay *= self.rng.uniform(0.5, 1.0)  # jitter: many pipelines do not hammer a recovering backend at once
+        if retry_after:
+            try:
+                delay = max(delay, min(float(retry_after), cfg.retry_max_s))
+            except ValueError:
+                pass  # an HTTP-date: ignore, our own back-off applies
+        self._retry_at = self.clock() + delay
+        if self._outage_since is None:
+            self._outage_since = self.clock()
+            logger.warning("backend %s unavailable (%s): keeping alerts in the outbox, retrying", self.safe_url, why)
+        else:
+            logger.info("backend %s still unavailable (%s, attempt %d), next try in %.1f s",
+                        self.safe_url, why, self._failures, delay)
+        return _RETRY
+
+    def _recovered(self) -> None:
+        if self._outage_since is not None:
+            logger.warning("backend %s reachable again after %.1f s", self.safe_url, self.clock() - self._outage_since)
+        self._failures = 0
+        self._retry_at = 0.0
+        self._outage_since = None
+
+    # -- the loop ----------------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        logger.info("alert delivery %s -> %s", self.consumer, self.safe_url)
+        redis_backoff = 0.1
+        try:
+            while not stop.is_set():
+                try:
+                    if self.backing_off:
+                        stop.wait(min(1.0, max(0.0, self._retry_at - self.clock())))
+                    else:
+                        self.step(block_s=1.0)
+                    redis_backoff = 0.1
+                    self._maybe_report()
+                except TransportUnavailable as exc:
+                    logger.warning("alert delivery: %s; retrying in %.1f s", exc, redis_backoff)
+                    stop.wait(redis_backoff)
+                    redis_backoff = min(redis_backoff * 2, 5.0)
+        finally:
+            try:
+                self._maybe_report(force=True)
+            except TransportUnavailable:
+                logger.warning("alert delivery: could not write final counters (Redis unavailable)")
+            if self._own_session:
+                self.session.close()
+            logger.info("alert delivery %s stopped: %s", self.consumer, self.counters.snapshot())
+
+    def _maybe_report(self, force: bool = False) -> None:
+        now = self.clock()
+        if not force and now < self._next_report:
+            return
+        self._next_report = now + REPORT_INTERVAL_S
+        self._outbox_pending = self.transport.outbox_pending()
+        self.transport.report_totals("delivery", self.counters.writer, self.counters.snapshot())
+        self.transport.put_snapshot(f"delivery:{self.consumer}", self.snapshot())
+
+    def snapshot(self) -> dict[str, object]:
+        return snapshot(
+            self.latency, self.counters,
+            backend=self.safe_url, outbox_pending=self._outbox_pending, backing_off=self.backing_off,
+            consecutive_failures=self._failures,
+        )
+
+
+def _says_duplicate(response: requests.Response) -> bool:
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and body.get("duplicate") is True

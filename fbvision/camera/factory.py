@@ -1,0 +1,144 @@
+"""A camera's source spec -> a :class:`~fbvision.camera.source.FrameSource` (rtsp://, file, device:N, synthetic:)."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fbvision.camera.captures import STREAM_SCHEMES, Capture, CvCapture, SyntheticCapture
+from fbvision.camera.source import FrameSource, SourceError, StatusSink
+from fbvision.core.redact import redact_url
+
+if TYPE_CHECKING:
+    from fbvision.core.config import CameraConfig, ProducerConfig
+
+
+logger = logging.getLogger(__name__)
+
+# -- parsing a camera's source spec ------------------------------------------------------------------------------
+
+
+def describe_source(spec: str) -> str:
+    """The source spec with credentials masked: safe to log."""
+    return redact_url(spec)
+
+
+def source_kind(spec: str) -> str:
+    """'rtsp' / 'stream' / 'device' / 'synthetic' / 'file'."""
+    lower = spec.lower()
+    if lower.startswith(("rtsp://", "rtsps://")):
+        return "rtsp"
+    if lower.startswith(STREAM_SCHEMES):
+        return "stream"
+    if lower.startswith("device:"):
+        return "device"
+    if lower.startswith("synthetic:"):
+        return "synthetic"
+    return "file"
+
+
+def load_scenario(name: str):
+    from fbvision.synth import Scenario
+
+    if name.endswith((".yaml", ".yml")) or "/" in name:
+        path = Path(name)
+        if not path.is_file():
+            raise ValueError(f"synthetic scenario file not found: {name}")
+        return Scenario.from_yaml(path)
+    try:
+        return Scenario.builtin(name)
+    except KeyError as exc:
+        raise ValueError(str(exc.args[0])) from None
+
+
+def open_source(
+    camera: CameraConfig,
+    producer: ProducerConfig | None = None,
+    *,
+    status_sink: StatusSink | None = None,
+    offline_after_s: float | None = None,
+    realtime: bool = True,
+    clock: Callable[[], float] = time.monotonic,
+    wall: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] = time.sleep,
+    rng: random.Random | None = None,
+) -> FrameSource:
+    """A :class:`FrameSource` for ``camera.source``: ``rtsp://...`` (or another FFmpeg URL), a video file path,
+    ``device:N`` or ``synthetic:<built-in name | scenario.yaml>``.
+
+    Invalid specs (unknown scenario, missing file, bad device index) raise ValueError here: that is a
+    configuration mistake, not an outage. Nothing is opened yet; the first ``read()`` connects.
+    """
+    from fbvision.core.config import ProducerConfig
+
+    producer = producer or ProducerConfig()
+    spec = camera.source.strip()
+    kind = source_kind(spec)
+    description = describe_source(spec)
+    # FFmpeg probes a new RTSP stream for up to a few seconds before the open returns; reads only wait for
+    # the next frame, so the watchdog bounds them.
+    open_timeout = min(max(10.0, 2.0 * producer.watchdog_s), 60.0)
+    read_timeout = min(max(1.0, producer.watchdog_s), 30.0)
+    opener: Callable[[], Capture]
+
+    if kind == "synthetic":
+        scenario = load_scenario(spec.split(":", 1)[1].strip())
+        renderer_box: list = []
+
+        def opener() -> Capture:
+            if not renderer_box:
+                from fbvision.synth import SceneRenderer
+
+                renderer_box.append(SceneRenderer(scenario))  # built once, on the reader thread
+            return SyntheticCapture(renderer_box[0], camera.fps, loop=camera.loop, clock=clock, sleep=sleep)
+
+    elif kind == "device":
+        index_text = spec.split(":", 1)[1].strip()
+        if not index_text.isdigit():
+            raise ValueError(f"camera {camera.id}: device source must be 'device:<index>', got {spec!r}")
+        index = int(index_text)
+
+        def opener() -> Capture:
+            return CvCapture(index, "device", description=description, hw_decode=False, clock=clock, sleep=sleep)
+
+    elif kind == "file":
+        if not Path(spec).is_file():
+            raise ValueError(f"camera {camera.id}: video file not found: {description}")
+
+        def opener() -> Capture:
+            return CvCapture(
+                spec, kind, description=description, hw_decode=producer.hw_decode, loop=camera.loop,
+                realtime=realtime, clock=clock, sleep=sleep,
+            )
+
+    else:
+        # One open per attempt (a dead camera costs one open timeout, not two). With hardware decoding asked
+        # for, a failed attempt makes the next one try software and vice versa; every new connection starts
+        # with hardware again, so an outage never leaves a source in software for good.
+        hw_next = [producer.hw_decode]
+
+        def opener() -> Capture:
+            use_hw = hw_next[0]
+            try:
+                capture = CvCapture(
+                    spec, kind, description=description, hw_decode=use_hw, software_fallback=False,
+                    open_timeout_s=open_timeout, read_timeout_s=read_timeout, clock=clock, sleep=sleep,
+                )
+            except SourceError:
+                hw_next[0] = producer.hw_decode and not use_hw
+                raise
+            if producer.hw_decode and not use_hw:
+                logger.debug("camera %s: connected with software decoding", camera.id)
+            hw_next[0] = producer.hw_decode
+            return capture
+
+    return FrameSource(
+        camera.id, opener, fps=camera.fps, description=description, watchdog_s=producer.watchdog_s,
+        reconnect_initial_s=producer.reconnect_initial_s, reconnect_max_s=producer.reconnect_max_s,
+        offline_after_s=offline_after_s, status_interval_s=producer.status_interval_s, status_sink=status_sink,
+        clock=clock, wall=wall, sleep=sleep, rng=rng,
+    )

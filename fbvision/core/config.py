@@ -1,0 +1,289 @@
+"""One strict configuration tree for every stage.
+
+Loaded from YAML, then overridden from the environment:
+
+* ``REDIS_URL`` sets ``redis.url`` (the usual name for it);
+* ``FBV_<SECTION>__<FIELD>[__<FIELD>...]=value`` sets any field, ``__`` separating levels and list indices
+  (``FBV_INFERENCE__MAX_BATCH=8``, ``FBV_CAMERAS__0__FPS=10``). The value is parsed as YAML, so numbers,
+  booleans and lists work.
+
+Every model forbids unknown keys, and every field has a description and bounds. An invalid file fails at
+start with :class:`ConfigError`, whose message names each bad field, what was given and what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from fbvision.core.logic_config import CameraLogicOverrides, LogicConfig
+from fbvision.core.redact import redact_url
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEMO_CONFIG = REPO_ROOT / "configs" / "demo.yaml"
+ENV_PREFIX = "FBV_"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RedisConfig(Strict):
+    url: str | None = Field(
+        None,
+        description="redis:// or rediss:// URL (password in the URL or from REDIS_URL). None: start a private "
+        "redis-server on a free port for this run.",
+    )
+    namespace: str = Field(
+        "",
+        max_length=32,
+        pattern=r"^[A-Za-z0-9_\-]*$",
+        description="Prefix for every key. When set, keys are hash-tagged as '{namespace}:...' so that they all "
+        "live in one Redis Cluster slot.",
+    )
+    frame_queue_cap: int = Field(
+        256, ge=1, le=100_000, description="Most frames kept in batch_frames; pushing more drops the oldest (counted)."
+    )
+    result_partitions: int = Field(
+        8, ge=1, le=1024, description="Result streams; a camera always maps to the same one (per-camera order)."
+    )
+    result_stream_maxlen: int = Field(
+        100_000, ge=1000, le=10_000_000, description="Approximate cap on each result stream's length."
+    )
+    socket_timeout_s: float = Field(5.0, gt=0.5, le=60, description="Socket timeout; blocking calls stay below it.")
+    retry_initial_s: float = Field(0.1, gt=0, le=10, description="First back-off after a connection error.")
+    retry_max_s: float = Field(5.0, gt=0, le=120, description="Longest back-off between reconnection attempts.")
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, url: str | None) -> str | None:
+        if url is not None and urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return url
+
+
+class ModelConfig(Strict):
+    path: Path = Field(
+        Path("models/horse-demo-yolo11n-320.onnx"),
+        description="ONNX model with a dynamic batch dimension; a relative path is taken from the repository root.",
+    )
+    providers: list[Literal["tensorrt", "cuda", "cpu"]] = Field(
+        ["tensorrt", "cuda", "cpu"], min_length=1, description="Execution providers to try, in order."
+    )
+    tensorrt_fp16: bool = Field(True, description="Let TensorRT build FP16 engines.")
+    tensorrt_cache_dir: Path = Field(
+        Path(".cache/trt"), description="TensorRT engine and timing cache directory (kept across runs)."
+    )
+    intra_op_threads: int = Field(0, ge=0, le=256, description="ORT CPU threads; 0 = ORT's default (all cores).")
+
+    def resolved_path(self) -> Path:
+        return self.path if self.path.is_absolute() else REPO_ROOT / self.path
+
+
+class InferenceConfig(Strict):
+    max_batch: int = Field(8, ge=1, le=32, description="Most frames per model call.")
+    max_wait_ms: float = Field(
+        10.0, ge=0, le=1000, description="Once the first frame of a batch is in hand, wait at most this long for more."
+    )
+    max_age_ms: float = Field(
+        1000.0, ge=10, le=60_000, description="Frames older than this (since capture) are dropped before inference."
+    )
+    autotune: bool = Field(
+        True, description="Measure throughput per batch size at start and never use a batch size that is slower."
+    )
+    autotune_budget_s: float = Field(
+        3.0, gt=0, le=120, description="Time the start-up auto-tune may spend measuring batch sizes."
+    )
+    decode_threads: int = Field(4, ge=1, le=64, description="Threads decoding JPEGs in parallel (OpenCV frees the GIL).")
+    conf_floor: float = Field(
+        0.05, ge=0, le=1, description="Candidates below this score are not shipped to the logic stage."
+    )
+    top_k: int = Field(100, ge=1, le=1000, description="Most candidates shipped per image.")
+    class_names: list[str] = Field(
+        ["horse"], min_length=1, description="Classes worth shipping, by name in the model's metadata."
+    )
+
+
+class ProducerConfig(Strict):
+    jpeg_quality: int = Field(85, ge=10, le=100, description="JPEG quality of the letterboxed frame.")
+    reconnect_initial_s: float = Field(0.5, gt=0, le=60, description="First reconnection delay after a failure.")
+    reconnect_max_s: float = Field(10.0, gt=0, le=600, description="Longest reconnection delay (exponential + jitter).")
+    watchdog_s: float = Field(5.0, gt=0, le=600, description="Reconnect a source that gave no frame for this long.")
+    status_interval_s: float = Field(1.0, gt=0, le=60, description="How often each camera's status is published.")
+    hw_decode: bool = Field(True, description="Ask OpenCV for hardware decoding where it offers it (falls back quietly).")
+
+
+class CameraConfig(Strict):
+    id: str = Field(..., pattern=r"^[A-Za-z0-9_.:\-]{1,64}$", description="Unique camera id.")
+    source: str = Field(
+        ...,
+        min_length=1,
+        description="rtsp://user:pass@host/path, a video file path, 'device:N', or 'synthetic:<scenario>' "
+        "(a built-in scenario name or a scenario YAML path).",
+    )
+    fps: float = Field(5.0, ge=0.2, le=60, description="Frames per second sampled from the source.")
+    loop: bool = Field(True, description="Loop video files and synthetic scenarios at their own fps.")
+    enabled: bool = Field(True, description="Disabled cameras are not opened.")
+    logic: CameraLogicOverrides | None = Field(None, description="Per-camera rule overrides and stall polygon.")
+
+
+class AlertsConfig(Strict):
+    backend_url: str | None = Field(
+        None, description="HTTP(S) endpoint that receives alerts by POST. None in the demo: the embedded backend."
+    )
+    timeout_s: float = Field(5.0, gt=0, le=120, description="Per-request timeout.")
+    retry_initial_s: float = Field(0.5, gt=0, le=60, description="First retry delay after a failed delivery.")
+    retry_max_s: float = Field(30.0, gt=0, le=3600, description="Longest retry delay (exponential back-off).")
+    claim_idle_s: float | None = Field(
+        None, gt=0, le=3600,
+        description="Take over alerts a dead delivery consumer left pending this long; None = max(30, 2*retry_max_s + timeout_s).",
+    )
+    outbox_maxlen: int = Field(1_000_000, ge=1000, le=100_000_000, description="Cap on the durable alert outbox.")
+
+    @field_validator("backend_url")
+    @classmethod
+    def _http(cls, url: str | None) -> str | None:
+        if url is not None and urlsplit(url).scheme not in ("http", "https"):
+            raise ValueError("must start with http:// or https://")
+        return url
+
+
+class RunnerConfig(Strict):
+    dashboard: bool = Field(True, description="Live terminal dashboard (rich) while running.")
+    prometheus_port: int | None = Field(None, ge=1, le=65535, description="Serve /metrics on this port; None = off.")
+    report_dir: Path = Field(Path("runs"), description="Where run reports (Markdown + JSON) are written.")
+    max_restarts: int = Field(5, ge=0, le=100, description="Restarts allowed per stage within restart_window_s.")
+    restart_window_s: float = Field(60.0, gt=0, le=3600, description="Window of the restart budget.")
+
+
+class Settings(Strict):
+    """The whole configuration."""
+
+    redis: RedisConfig = Field(default_factory=RedisConfig, description="Redis connection and queue sizes.")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="The detector.")
+    inference: InferenceConfig = Field(default_factory=InferenceConfig, description="Batch inference worker.")
+    producer: ProducerConfig = Field(default_factory=ProducerConfig, description="Camera manager.")
+    cameras: list[CameraConfig] = Field(default_factory=list, max_length=1024, description="The cameras.")
+    logic: LogicConfig = Field(default_factory=LogicConfig, description="Logic worker: NMS, tracking, rules.")
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig, description="Alert delivery to the backend.")
+    runner: RunnerConfig = Field(default_factory=RunnerConfig, description="run_all.py behaviour.")
+
+    @model_validator(mode="after")
+    def _unique_cameras(self) -> Settings:
+        seen: set[str] = set()
+        for cam in self.cameras:
+            if cam.id in seen:
+                raise ValueError(f"camera id {cam.id!r} appears twice")
+            seen.add(cam.id)
+        return self
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; the message names every bad field."""
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str] | None:
+    """Field names allowed at ``loc`` (for 'extra key' errors)."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int) or current is None:
+            continue
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return None
+        current = _model_of(field.annotation)
+    fields = getattr(current, "model_fields", None)
+    return sorted(fields) if fields else None
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+        given = err.get("input")
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_keys(Settings, err["loc"])
+            msg = "unknown field" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
+        shown = redact_url(given) if isinstance(given, str) else given
+        if isinstance(shown, (dict, list)):
+            shown = type(shown).__name__
+        lines.append(f"  {loc}: {msg} (given: {shown!r})")
+    return "\n".join(lines)
+
+
+def _set_path(tree: dict, path: list[str], value: Any) -> None:
+    node: Any = tree
+    for i, part in enumerate(path):
+        last = i == len(path) - 1
+        if isinstance(node, list):
+            idx = int(part)
+            if idx >= len(node):
+                raise ConfigError(f"override {'__'.join(path)}: list index {idx} out of range (have {len(node)})")
+            if last:
+                node[idx] = value
+            else:
+                node = node[idx]
+            continue
+        if last:
+            node[part] = value
+        else:
+            if not isinstance(node.get(part), (dict, list)):
+                node[part] = {}
+            node = node[part]
+
+
+def apply_env_overrides(tree: dict, environ: Mapping[str, str]) -> dict:
+    tree = dict(tree)
+    if environ.get("REDIS_URL"):
+        tree.setdefault("redis", {})
+        tree["redis"] = {**(tree["redis"] or {}), "url": environ["REDIS_URL"]}
+    for key in sorted(environ):
+        if not key.startswith(ENV_PREFIX):
+            continue
+        path = [p.lower() for p in key[len(ENV_PREFIX):].split("__") if p]
+        if not path:
+            continue
+        try:
+            value = yaml.safe_load(environ[key])
+        except yaml.YAMLError:
+            value = environ[key]
+        _set_path(tree, path, value)
+    return tree
+
+
+def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Load ``path`` (default: configs/demo.yaml), apply environment overrides, validate."""
+    path = Path(path) if path is not None else DEMO_CONFIG
+    environ = os.environ if environ is None else environ
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        tree = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top, not {type(tree).__name__}")
+    tree = apply_env_overrides(tree, environ)
+    try:
+        return Settings.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, str(path))) from None

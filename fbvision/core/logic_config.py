@@ -1,0 +1,398 @@
+"""Configuration of the logic stage: thresholds, tracker, features, rules (with per-camera overrides).
+
+One strict pydantic tree (``extra="forbid"``: a misspelt key fails at start with its name), every field
+with a description and bounds. ``docs/rules.md`` explains each default. Per-camera
+:class:`CameraLogicOverrides` deep-merge partial rule parameters onto the base and are re-validated.
+"""
+
+from __future__ import annotations
+
+import logging
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from fbvision.core.events import Severity, escalation_ladder
+
+logger = logging.getLogger(__name__)
+
+_DAY_S = 86_400.0
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class SmoothingKind(str, Enum):
+    none = "none"
+    vote = "vote"
+    ema = "ema"
+    median = "median"
+
+
+class SmoothingConfig(_Strict):
+    """Which filter smooths a rule's raw per-frame score before the episode logic sees it."""
+
+    kind: SmoothingKind = Field(default=SmoothingKind.vote, description="none, vote (k-of-n), ema or median.")
+    vote_k: int = Field(default=3, ge=1, le=1000, description="vote: frames that must agree (k of n).")
+    vote_n: int = Field(default=5, ge=1, le=1000, description="vote: window length in frames (n).")
+    ema_half_life_s: float = Field(default=2.0, gt=0, le=3600, description="ema: half-life in seconds.")
+    median_n: int = Field(default=5, ge=1, le=1000, description="median: window length in frames.")
+
+    @model_validator(mode="after")
+    def _k_le_n(self) -> SmoothingConfig:
+        if self.vote_k > self.vote_n:
+            raise ValueError(f"vote_k ({self.vote_k}) must be <= vote_n ({self.vote_n})")
+        return self
+
+
+
+class EscalationStep(_Strict):
+    after_s: float = Field(
+        ge=0, le=7 * _DAY_S, description="Age of the condition (s since onset) for this step."
+    )
+    severity: Severity = Field(description="Severity from this age on.")
+
+
+class RuleConfig(_Strict):
+    """Parameters every rule shares: smoothing and the episode state machine."""
+
+    enabled: bool = Field(default=True, description="Evaluate this rule at all.")
+    smoothing: SmoothingConfig = Field(
+        default_factory=SmoothingConfig, description="Smoothing of the raw score."
+    )
+    enter: float = Field(default=0.5, ge=0, le=1, description="Smoothed score at which the condition starts.")
+    exit: float = Field(
+        default=0.5, ge=0, le=1, description="Smoothed score below which it stops (<= enter)."
+    )
+    exit_after_s: float = Field(
+        default=0.0, ge=0, le=_DAY_S, description="The condition must be gone this long before resolving."
+    )
+    cooldown_s: float = Field(default=0.0, ge=0, le=_DAY_S, description="No new episode this soon after one.")
+    escalation: list[EscalationStep] = Field(
+        default_factory=lambda: [EscalationStep(after_s=0.0, severity=Severity.warning)],
+        min_length=1,
+        description="Raise at the first step's age, escalate (ongoing) at each later one.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> RuleConfig:
+        if self.exit > self.enter:
+            raise ValueError(f"exit ({self.exit}) must be <= enter ({self.enter})")
+        escalation_ladder((s.after_s, s.severity) for s in self.escalation)
+        return self
+
+
+
+def _steps(*steps: tuple[float, Severity]) -> list[EscalationStep]:
+    return [EscalationStep(after_s=a, severity=s) for a, s in steps]
+
+
+class HorseDownRule(RuleConfig):
+    """Lying posture sustained: normal rest is minutes to ~an hour, so only long bouts alert."""
+
+    smoothing: SmoothingConfig = Field(
+        default_factory=lambda: SmoothingConfig(kind=SmoothingKind.vote, vote_k=15, vote_n=25),
+        description="Default: lying in 15 of the last 25 frames (5 s at 5 fps).",
+    )
+    exit_after_s: float = Field(
+        default=120.0, ge=0, le=_DAY_S, description="Standing this long ends the bout (brief rises do not)."
+    )
+    cooldown_s: float = Field(
+        default=600.0, ge=0, le=_DAY_S, description="No new horse_down this soon after."
+    )
+    escalation: list[EscalationStep] = Field(
+        default_factory=lambda: _steps((1800.0, Severity.warning), (3600.0, Severity.critical)),
+        min_length=1,
+        description="Warning after 30 min down, critical after 60 min.",
+    )
+
+
+class RollingRule(RuleConfig):
+    """Repeated down/up transitions or lateral flips within a window (colic sign)."""
+
+    smoothing: SmoothingConfig = Field(
+        default_factory=lambda: SmoothingConfig(kind=SmoothingKind.none),
+        description="The score already integrates a window; no extra smoothing.",
+    )
+    window_s: float = Field(default=600.0, gt=0, le=_DAY_S, description="Window in which events are counted.")
+    min_posture_s: float = Field(
+        default=3.0, ge=0, le=600, description="A lying or standing spell shorter than this is noise."
+    )
+    flip_min_s: float = Field(
+        default=0.6, ge=0, le=60, description="Shortest lying interruption that is a flip."
+    )
+    flip_max_s: float = Field(
+        default=5.0, gt=0, le=120, description="Longest lying interruption that is a flip; longer = stood up."
+    )
+    min_downs: int = Field(default=3, ge=1, le=100, description="Lie-downs in the window that trigger alone.")
+    min_events: int = Field(
+        default=4, ge=1, le=100, description="Lie-downs + flips in the window that trigger."
+    )
+    exit_after_s: float = Field(default=60.0, ge=0, le=_DAY_S, description="Quiet this long to resolve.")
+    cooldown_s: float = Field(default=600.0, ge=0, le=_DAY_S, description="No new rolling episode this soon.")
+    escalation: list[EscalationStep] = Field(
+        default_factory=lambda: _steps((0.0, Severity.critical)),
+        min_length=1,
+        description="Colic sign: critical at once.",
+    )
+
+    @model_validator(mode="after")
+    def _flip_bounds(self) -> RollingRule:
+        if self.flip_min_s > self.flip_max_s:
+            raise ValueError("flip_min_s must be <= flip_max_s")
+        return self
+
+
+class TooFastRule(RuleConfig):
+    """Centroid speed (body lengths per second) above a threshold, sustained."""
+
+    speed_bl_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=100,
+        description="Speed threshold in body lengths per second (body = max(w, h)).",
+    )
+    smoothing: SmoothingConfig = Field(
+        default_factory=lambda: SmoothingConfig(kind=SmoothingKind.median, median_n=5),
+        description="Median of the last 5 frames removes one-frame box jumps.",
+    )
+    exit_after_s: float = Field(default=3.0, ge=0, le=_DAY_S, description="Calm this long to resolve.")
+    cooldown_s: float = Field(
+        default=120.0, ge=0, le=_DAY_S, description="No new too_fast episode this soon."
+    )
+    escalation: list[EscalationStep] = Field(
+        default_factory=lambda: _steps((3.0, Severity.warning)),
+        min_length=1,
+        description="Warning once fast for 3 s.",
+    )
+
+
+class HorseAbsentRule(RuleConfig):
+    """No confirmed horse track in view."""
+
+    smoothing: SmoothingConfig = Field(
+        default_factory=lambda: SmoothingConfig(kind=SmoothingKind.vote, vote_k=3, vote_n=5),
+        description="Absent in 3 of the last 5 frames.",
+    )
+    exit_after_s: float = Field(default=10.0, ge=0, le=_DAY_S, description="Horse back this long to resolve.")
+    escalation: list[EscalationStep] = Field(
+        default_factory=lambda: _steps((300.0, Severity.info)),
+        min_length=1,
+        description="Info after 5 min without a horse (turnout is normal).",
+    )
+
+
+class CameraOfflineRule(RuleConfig):
+    """The producer reports the camera offline, or no frame arrived for a while."""
+
+    stale_after_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=3600,
+        description="A frame gap this long counts as 'no frames' (onset = last frame).",
+    )
+    smoothing: SmoothingConfig = Field(
+        default_factory=lambda: SmoothingConfig(kind=SmoothingKind.none), description="No smoothing."
+    )
+    escalation: list[EscalationStep] = Field(
+        default_factory=lambda: _steps((60.0, Severity.warning), (900.0, Severity.critical)),
+        min_length=1,
+        description="Warning after 60 s without frames, critical after 15 min.",
+    )
+
+
+class RulesConfig(_Strict):
+    horse_down: HorseDownRule = Field(default_factory=HorseDownRule, description="Prolonged lying.")
+    rolling: RollingRule = Field(default_factory=RollingRule, description="Repeated down/up or rolling.")
+    too_fast: TooFastRule = Field(default_factory=TooFastRule, description="Sustained fast movement.")
+    horse_absent: HorseAbsentRule = Field(default_factory=HorseAbsentRule, description="No horse in view.")
+    camera_offline: CameraOfflineRule = Field(default_factory=CameraOfflineRule, description="No frames.")
+
+
+RULE_NAMES: tuple[str, ...] = tuple(RulesConfig.model_fields)
+TRACK_RULES: tuple[str, ...] = ("horse_down", "rolling", "too_fast")
+CAMERA_RULES: tuple[str, ...] = ("horse_absent", "camera_offline")
+
+
+class TrackerConfig(_Strict):
+    """ByteTrack (the ``trackers`` package) plus re-linking of lost tracks to keep one id per horse."""
+
+    frame_rate: float = Field(
+        default=5.0, gt=0, le=120, description="Nominal frame rate; updates use capture times."
+    )
+    track_activation_threshold: float = Field(
+        default=0.5, ge=0, le=1, description="Score needed to start a new track."
+    )
+    high_conf_threshold: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="ByteTrack split: below this, boxes only continue existing tracks.",
+    )
+    match_iou: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description="Minimum similarity (IoU, or the centre-distance score) to associate a box with a track.",
+    )
+    match_distance_bl: float = Field(
+        default=1.5,
+        ge=0,
+        le=20,
+        description="A box whose centre is within this many body lengths (max side) of a track's predicted "
+        "box still matches it, plus 2 x the fastest horse's speed x the frame gap (a canter turning at a "
+        "wall), at most relink_max_distance_bl; 0 = plain IoU.",
+    )
+    lost_track_s: float = Field(
+        default=10.0, ge=0, le=3600, description="Keep a lost track this long (seconds)."
+    )
+    min_consecutive_frames: int = Field(
+        default=3,
+        ge=1,
+        le=100,
+        description="Frames before a track is confirmed (suppresses one-frame ghosts).",
+    )
+    relink_s: float = Field(
+        default=60.0,
+        ge=0,
+        le=_DAY_S,
+        description="A new track overlapping or near a horse lost this recently takes its id.",
+    )
+    relink_iou: float = Field(
+        default=0.3, ge=0, le=1, description="IoU with the lost box that re-links whatever the distance."
+    )
+    relink_distance_bl: float = Field(
+        default=1.0,
+        ge=0,
+        le=100,
+        description="A new track whose centre is within this many body lengths of a just-lost one re-links "
+        "(covers posture changes: a lying box is low and wide, little IoU with the standing one).",
+    )
+    relink_speed_bl_s: float = Field(
+        default=3.0,
+        ge=0,
+        le=100,
+        description="The re-link distance grows by this many body lengths per second lost (a horse may "
+        "have moved while unseen).",
+    )
+    relink_max_distance_bl: float = Field(
+        default=4.0,
+        ge=0,
+        le=100,
+        description="Cap on the growing re-link distance, in body lengths (a stall is ~1.5-2 body lengths "
+        "across, wider in the camera's perspective).",
+    )
+
+
+class BodyLength(str, Enum):
+    max_side = "max_side"
+    width = "width"
+
+
+class FeatureConfig(_Strict):
+    """Posture (box vs the track's own standing baseline) and speed."""
+
+    baseline_samples: int = Field(
+        default=600,
+        ge=1,
+        le=100_000,
+        description="Standing heights kept per track (a count, not a time window).",
+    )
+    baseline_sample_interval_s: float = Field(
+        default=1.0, ge=0, le=3600, description="At most one baseline sample per this many seconds."
+    )
+    baseline_min_samples: int = Field(
+        default=5,
+        ge=1,
+        le=100_000,
+        description="Samples needed before the baseline replaces the aspect fallback.",
+    )
+    baseline_percentile: float = Field(
+        default=90.0, ge=50, le=100, description="Baseline = this percentile of the standing heights."
+    )
+    lying_rel_height: float = Field(
+        default=0.65, gt=0, le=1, description="Lying when height <= this x baseline (and wide enough)."
+    )
+    lying_min_aspect: float = Field(
+        default=0.9,
+        ge=0,
+        le=10,
+        description="... and width/height >= this (a lying horse is not tall and thin).",
+    )
+    fallback_lying_aspect: float = Field(
+        default=2.0, gt=0, le=10, description="Before a baseline exists: lying when width/height >= this."
+    )
+    speed_window_s: float = Field(
+        default=1.0, gt=0, le=60, description="Speed = centroid displacement over about this many seconds."
+    )
+    body_length: BodyLength = Field(
+        default=BodyLength.max_side, description="Body length for speed: max(w, h) of the box, or its width."
+    )
+
+
+class LogicConfig(_Strict):
+    """Everything the logic stage needs, for all cameras."""
+
+    nms_iou: float = Field(default=0.5, gt=0, le=1, description="Class-aware NMS IoU threshold.")
+    conf_threshold: float = Field(default=0.3, ge=0, le=1, description="Final detection score threshold.")
+    class_names: list[str] = Field(
+        default_factory=lambda: ["horse"], min_length=1, description="Model classes to keep, by name."
+    )
+    min_box_area_frac: float = Field(
+        default=0.002, ge=0, le=1, description="Minimum box area as a fraction of the frame area."
+    )
+    tracker: TrackerConfig = Field(default_factory=TrackerConfig, description="Tracker settings.")
+    features: FeatureConfig = Field(default_factory=FeatureConfig, description="Feature settings.")
+    rules: RulesConfig = Field(
+        default_factory=RulesConfig, description="Rule settings (per-camera overridable)."
+    )
+
+    @property
+    def offline_after_s(self) -> float:
+        """Seconds without frames before ``camera_offline`` is raised."""
+        return self.rules.camera_offline.escalation[0].after_s
+
+    @property
+    def absent_after_s(self) -> float:
+        """Seconds without a horse before ``horse_absent`` is raised."""
+        return self.rules.horse_absent.escalation[0].after_s
+
+
+def _deep_merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+class CameraLogicOverrides(_Strict):
+    """Per-camera settings: the stall polygon and partial rule overrides (deep-merged onto the base)."""
+
+    stall_polygon: list[tuple[float, float]] | None = Field(
+        default=None,
+        min_length=3,
+        description="Stall outline in source pixels; detections whose box bottom-centre is outside are ignored.",
+    )
+    rules: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Partial rule parameters, e.g. {'horse_down': {'escalation': [...]}}.",
+    )
+
+    @field_validator("rules")
+    @classmethod
+    def _known_keys(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        # Validate against the defaults now, so a typo fails when the config loads, not at first use.
+        RulesConfig.model_validate(_deep_merge(RulesConfig().model_dump(mode="json"), value))
+        return value
+
+
+def effective_rules(base: LogicConfig, overrides: CameraLogicOverrides | None) -> RulesConfig:
+    """The camera's rules: ``base.rules`` deep-merged with ``overrides.rules``, validated again."""
+    if overrides is None or not overrides.rules:
+        return base.rules
+    return RulesConfig.model_validate(_deep_merge(base.rules.model_dump(mode="json"), overrides.rules))

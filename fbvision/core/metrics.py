@@ -1,0 +1,221 @@
+"""Per-stage latency percentiles and counters, with optional Prometheus export.
+
+Every result carries its timeline (``fbvision.core.wire.Timeline``); the logic worker adds its own start and
+end time and turns the eight timestamps into stage durations (:func:`stage_durations`). A
+:class:`LatencyStats` keeps the last ``window`` durations of each stage in a ring buffer and reports
+p50/p95/p99 with numpy; :class:`Counters` counts events by name (``results``, ``dropped:wire_truncated``
+...). Both are thread-safe. :func:`snapshot` turns them into one JSON-able dict that workers publish with
+``Transport.put_snapshot`` for the dashboard and the run report.
+
+Prometheus is off by default: :func:`enable_prometheus` starts an HTTP endpoint on a port and from then on
+every :class:`LatencyStats` and :class:`Counters` also feeds a histogram / counter there.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+import threading
+import time
+from collections.abc import Mapping
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+#: Stage names, in pipeline order, and the timestamps each is measured between.
+STAGES: tuple[tuple[str, str, str], ...] = (
+    ("encode", "captured", "pushed"),  # capture -> letterbox + JPEG -> in the frame queue
+    ("queue_wait", "pushed", "popped"),  # waiting in batch_frames
+    ("batch_decode", "popped", "infer_start"),  # batching wait + JPEG decode + tensor
+    ("inference", "infer_start", "infer_end"),  # model call (+ head decode)
+    ("publish", "infer_end", "published"),  # split + encode + XADD
+    ("to_logic", "published", "logic_start"),  # waiting in the result stream
+    ("logic", "logic_start", "logic_end"),  # NMS, tracking, features, rules
+    ("end_to_end", "captured", "logic_end"),  # capture -> alert decision
+)
+STAGE_NAMES: tuple[str, ...] = tuple(name for name, _, _ in STAGES)
+PERCENTILES: tuple[int, ...] = (50, 95, 99)
+
+# Seconds; fine at the low end (a stage is often < 1 ms) and up to the longest sensible backlog.
+_HISTOGRAM_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)
+
+
+def stage_durations(timeline: object, logic_start: float, logic_end: float) -> dict[str, float]:
+    """Seconds spent in each stage. ``timeline`` has the six wire timestamps as attributes; a stage whose
+    start or end was never stamped (0.0, e.g. a producer that does not stamp push time) is left out.
+    Stages across hosts can come out slightly negative when clocks disagree: they are kept, not hidden."""
+    stamps = {name: float(getattr(timeline, name, 0.0) or 0.0) for _, a, b in STAGES for name in (a, b)}
+    stamps["logic_start"] = float(logic_start)
+    stamps["logic_end"] = float(logic_end)
+    out = {}
+    for name, start, end in STAGES:
+        t0, t1 = stamps[start], stamps[end]
+        if t0 > 0 and t1 > 0 and math.isfinite(t0) and math.isfinite(t1):
+            out[name] = t1 - t0
+    return out
+
+
+class LatencyStats:
+    """The last ``window`` durations (seconds) of each stage, and their percentiles."""
+
+    def __init__(self, window: int = 4096, *, prometheus_stage_prefix: str = ""):
+        if window < 1:
+            raise ValueError("window must be >= 1")
+        self.window = window
+        self._prefix = prometheus_stage_prefix
+        self._buffers: dict[str, np.ndarray] = {}
+        self._next: dict[str, int] = {}
+        self._count: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def add(self, stage: str, seconds: float) -> None:
+        if not math.isfinite(seconds):
+            return
+        with self._lock:
+            buf = self._buffers.get(stage)
+            if buf is None:
+                buf = self._buffers[stage] = np.empty(self.window, dtype=np.float64)
+                self._next[stage] = 0
+                self._count[stage] = 0
+            buf[self._next[stage]] = seconds
+            self._next[stage] = (self._next[stage] + 1) % self.window
+            self._count[stage] += 1
+        _prom_observe(self._prefix + stage, seconds)
+
+    def add_many(self, durations: Mapping[str, float]) -> None:
+        for stage, seconds in durations.items():
+            self.add(stage, seconds)
+
+    def count(self, stage: str) -> int:
+        """How many durations were ever added for ``stage`` (not only those still in the window)."""
+        with self._lock:
+            return self._count.get(stage, 0)
+
+    def values(self, stage: str) -> np.ndarray:
+        """The durations still in the window, oldest first."""
+        with self._lock:
+            buf = self._buffers.get(stage)
+            if buf is None:
+                return np.empty(0)
+            n = min(self._count[stage], self.window)
+            if n < self.window:
+                return buf[:n].copy()
+            return np.roll(buf, -self._next[stage]).copy()
+
+    def summary(self, stage: str) -> dict[str, float]:
+        """``{"count", "mean", "p50", "p95", "p99", "max"}`` in seconds over the window (count: all time)."""
+        vals = self.values(stage)
+        out: dict[str, float] = {"count": self.count(stage)}
+        if len(vals):
+            pcts = np.percentile(vals, PERCENTILES)
+            out.update(mean=float(vals.mean()), max=float(vals.max()))
+            out.update({f"p{p}": float(v) for p, v in zip(PERCENTILES, pcts, strict=True)})
+        return out
+
+    @property
+    def stages(self) -> list[str]:
+        with self._lock:
+            known = list(self._buffers)
+        ordered = [s for s in STAGE_NAMES if s in known]
+        return ordered + sorted(s for s in known if s not in STAGE_NAMES)
+
+    def snapshot(self) -> dict[str, dict[str, float]]:
+        return {stage: self.summary(stage) for stage in self.stages}
+
+
+class Counters:
+    """Named event counts since the process started. ``writer`` names them in the shared counters in Redis, to
+    which they go as running totals (``Transport.report_totals``: a report repeated after a lost reply adds
+    nothing, and one that failed is simply made up by the next)."""
+
+    def __init__(self, *, prometheus_stage: str = ""):
+        self._stage = prometheus_stage
+        self._totals: dict[str, int | float] = {}
+        self._lock = threading.Lock()
+        self.writer = secrets.token_hex(8)
+
+    def incr(self, name: str, n: int | float = 1) -> None:
+        if not n:
+            return
+        with self._lock:
+            self._totals[name] = self._totals.get(name, 0) + n
+        _prom_count(self._stage, name, n)
+
+    def get(self, name: str) -> int | float:
+        with self._lock:
+            return self._totals.get(name, 0)
+
+    def snapshot(self) -> dict[str, int | float]:
+        with self._lock:
+            return dict(sorted(self._totals.items()))
+
+
+def snapshot(
+    latency: LatencyStats | None = None, counters: Counters | None = None, **extra: object
+) -> dict[str, object]:
+    """One JSON-able dict: ``{"ts", "latency_s": {stage: {...}}, "counters": {...}, **extra}``."""
+    out: dict[str, object] = {"ts": time.time()}
+    if latency is not None:
+        out["latency_s"] = latency.snapshot()
+    if counters is not None:
+        out["counters"] = counters.snapshot()
+    out.update(extra)
+    return out
+
+
+# -- Prometheus (optional) -------------------------------------------------------------------------
+_prom_lock = threading.Lock()
+_prom: dict[str, object] = {}
+
+
+def enable_prometheus(port: int, addr: str = "127.0.0.1") -> int:
+    """Serve ``/metrics`` on ``addr:port`` (port 0: a free one) and feed it from now on; returns the port.
+
+    Idempotent: a second call returns the port of the first. Metrics: ``fbvision_stage_latency_seconds``
+    (histogram, label ``stage``) and ``fbvision_events_total`` (counter, labels ``stage``, ``name``)."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+
+    with _prom_lock:
+        if "port" in _prom:
+            return int(_prom["port"])  # type: ignore[arg-type]
+        registry = CollectorRegistry()
+        histogram = Histogram(
+            "fbvision_stage_latency_seconds", "Per-stage latency of processed results", ["stage"],
+            buckets=_HISTOGRAM_BUCKETS, registry=registry,
+        )
+        counter = Counter("fbvision_events", "Counted pipeline events", ["stage", "name"], registry=registry)
+        server, _thread = start_http_server(port, addr=addr, registry=registry)
+        bound = server.server_address[1]
+        _prom.update(registry=registry, histogram=histogram, counter=counter, server=server, port=bound)
+    logger.info("prometheus metrics on http://%s:%d/metrics", addr, bound)
+    return bound
+
+
+def prometheus_enabled() -> bool:
+    return "port" in _prom
+
+
+def disable_prometheus() -> None:
+    """Stop the endpoint (tests; a runner simply exits)."""
+    with _prom_lock:
+        server = _prom.get("server")
+        _prom.clear()
+    if server is not None:
+        server.shutdown()  # type: ignore[attr-defined]
+        server.server_close()  # type: ignore[attr-defined]
+
+
+def _prom_observe(stage: str, seconds: float) -> None:
+    histogram = _prom.get("histogram")
+    if histogram is not None:
+        histogram.labels(stage=stage).observe(seconds)  # type: ignore[attr-defined]
+
+
+def _prom_count(stage: str, name: str, n: int | float) -> None:
+    counter = _prom.get("counter")
+    if counter is not None and n > 0:  # Prometheus counters only go up
+        counter.labels(stage=stage, name=name).inc(n)  # type: ignore[attr-defined]

@@ -1,0 +1,725 @@
+"""Everything that touches Redis: key names, commands, retries. No other module knows a key name.
+
+Keys (``K`` = the namespace prefix, empty by default; with a namespace every key is hash-tagged
+``{ns}:...`` so a Redis Cluster keeps them in one slot):
+
+=============================  ========  ====================================================================
+key                            type      what
+=============================  ========  ====================================================================
+``K batch_frames``             list      encoded frame messages, FIFO (RPUSH / LPOP), capped: oldest dropped
+``K batch_results:<p>``        stream    encoded result messages of the cameras hashed to partition ``p``;
+                                         consumer group ``logic``; entry field ``r``
+``K alerts:outbox``            stream    alert events (JSON), consumer group ``delivery``; field ``a``
+``K cameras:status``           hash      camera id -> status JSON (state, since, last_frame_ts, detail)
+``K stats:<stage>``            hash      counters of a stage (``frames_in``, ``dropped:stale`` ...), the sum of
+                                         its writers' totals
+``K stats:<stage>:w:<writer>`` hash      one writer's totals as last reported (expires a day after its last report)
+``K once:<digest>``            string    a frame/result already written, and by which write (expires)
+``K dead_letter``              list      (capped) JSON records of messages that could not be decoded
+``K logic:lease:<p>``          string    which logic worker owns result partition ``p`` (expires)
+``K logic:workers``            zset      live logic workers, scored by last heartbeat
+``K logic:episodes``           hash      camera id -> open alert episodes (JSON), so a restart re-raises nothing
+``K metrics:snapshots``          hash      process name -> its latest metrics snapshot (JSON: latency percentiles...)
+=============================  ========  ====================================================================
+
+Redis Cluster: a URL with ``?cluster=1`` (or ``Transport(..., cluster=True)``) connects with
+``redis.cluster.RedisCluster`` through any one node. Every command the pipeline sends that names several keys
+(the bounded push script, ``XREADGROUP`` over the partitions, the MULTI that writes alerts and acks results)
+needs them in one hash slot, so in cluster mode the keys are always hash-tagged: with the configured
+namespace, or ``{fbv}`` when none is set. TLS is the URL's business: ``rediss://`` plus redis-py's
+``ssl_*`` query arguments (``?ssl_ca_certs=/etc/fbv/ca.pem``).
+
+Retried writes are idempotent. redis-py retries a command whose reply was lost (a connection killed, a server
+frozen past the socket timeout), and the stages retry whole writes after :class:`TransportUnavailable`; the
+first attempt may well have been executed. So a frame push and a result publish carry one *once key* per
+message (camera, sequence, capture time) and the writer's attempt token: a message whose key exists is not
+written again, and the script says whether the key came from this writer's own earlier attempt (the message is
+in Redis once: count it as written) or from another write (a genuine duplicate). Counters are reported as the
+writer's running totals, which the script turns into increments of the shared hash, so a repeated report adds
+nothing.
+
+Blocking calls always use a timeout below the socket timeout. Connection errors are retried with
+exponential back-off and jitter by redis-py; when the server stays away, :class:`TransportUnavailable`
+is raised and the caller's loop backs off and tries again (no stage dies from an outage).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import secrets
+import time
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import redis
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.cluster import RedisCluster
+from redis.exceptions import AuthenticationError, RedisClusterException, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from fbvision.core.redact import redact_url
+
+if TYPE_CHECKING:
+    from fbvision.core.config import RedisConfig
+
+logger = logging.getLogger(__name__)
+
+RESULTS_GROUP = "logic"
+OUTBOX_GROUP = "delivery"
+CLUSTER_QUERY_FLAG = "cluster"
+#: Hash tag of the keys in cluster mode when no namespace is configured.
+CLUSTER_DEFAULT_NAMESPACE = "fbv"
+_TRUE = {"1", "true", "yes", "on"}
+PARTITION_CONSUMER = "owner"  # one consumer name per partition stream: its next owner inherits the pending list
+DEAD_LETTER_CAP = 1000
+SHORT_WAIT_S = 0.2  # frame pops shorter than this poll instead of blocking in Redis (see pop_frames)
+POLL_INTERVAL_S = 0.001
+
+#: How long a once key lives, from the write's first execution. A repeat comes within seconds of it: redis-py's
+#: retries are bounded (~1 min in all), and commands a frozen server received all run when it wakes. Cost:
+#: ~170 bytes per key, two keys per frame (push, publish): 100 cameras at 10 fps hold ~40 MB.
+ONCE_TTL_MS = 2 * 60 * 1000
+#: How long a writer's reported totals are kept after its last report (then it is presumed gone for good).
+WRITER_TOTALS_TTL_MS = 24 * 3600 * 1000
+
+# Push frames, skipping those already pushed (once keys), trim the list to the cap and count what the trim
+# dropped - atomically. KEYS: list, stats hash, then one once key per message (or none). ARGV: cap, counter
+# field, attempt token, once TTL, then the messages. Returns {dropped by the cap, own retries, duplicates}.
+_PUSH_BOUNDED = """
+local n = redis.call('LLEN', KEYS[1])
+local own, dup = 0, 0
+local with_once = #KEYS > 2
+for i = 5, #ARGV do
+  local write = true
+  if with_once then
+    local key = KEYS[i - 2]
+    if not redis.call('SET', key, ARGV[3], 'NX', 'PX', ARGV[4]) then
+      write = false
+      if redis.call('GET', key) == ARGV[3] then own = own + 1 else dup = dup + 1 end
+    end
+  end
+  if write then n = redis.call('RPUSH', KEYS[1], ARGV[i]) end
+end
+local cap = tonumber(ARGV[1])
+local dropped = 0
+if n > cap then
+  dropped = n - cap
+  redis.call('LTRIM', KEYS[1], -cap, -1)
+  redis.call('HINCRBY', KEYS[2], ARGV[2], dropped)
+end
+return {dropped, own, dup}
+"""
+
+# XADD results, each unless its once key exists. KEYS: once keys (n), then the stream of each result (n).
+# ARGV: attempt token, once TTL, maxlen, then the payloads. Returns per result: the entry id, "=" (written by
+# this token's earlier attempt) or "!" (written by another write: a duplicate).
+_PUBLISH_ONCE = """
+local n = #ARGV - 3
+local out = {}
+for i = 1, n do
+  if redis.call('SET', KEYS[i], ARGV[1], 'NX', 'PX', ARGV[2]) then
+    out[i] = redis.call('XADD', KEYS[n + i], 'MAXLEN', '~', ARGV[3], '*', 'r', ARGV[3 + i])
+  elseif redis.call('GET', KEYS[i]) == ARGV[1] then
+    out[i] = '='
+  else
+    out[i] = '!'
+  end
+end
+return out
+"""
+
+# Add a writer's running totals to a stage's counters: the hash gets (new total - last reported total) of each
+# field, so a report repeated after a lost reply adds nothing. KEYS: stage hash, writer hash. ARGV: writer TTL,
+# then (field, total, "i" | "f") triples.
+_REPORT_TOTALS = """
+for i = 2, #ARGV, 3 do
+  local field, total = ARGV[i], ARGV[i + 1]
+  local delta = tonumber(total) - tonumber(redis.call('HGET', KEYS[2], field) or '0')
+  if delta ~= 0 then
+    if ARGV[i + 2] == 'i' then
+      redis.call('HINCRBY', KEYS[1], field, string.format('%d', delta))
+    else
+      redis.call('HINCRBYFLOAT', KEYS[1], field, string.format('%.17g', delta))
+    end
+    redis.call('HSET', KEYS[2], field, total)
+  end
+end
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
+return 1
+"""
+
+# Renew a lease only when we still hold it.
+_RENEW_LEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+_RELEASE_LEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+class _OutageRetry(Retry):
+    """redis-py's Retry, except for a wrong password: AuthenticationError subclasses ConnectionError, but it is
+    a configuration error, and retrying it would only delay the message by the whole back-off."""
+
+    def call_with_retry(self, do, fail, is_retryable=None, with_failure_count=False):
+        def retryable(error: Exception) -> bool:
+            if isinstance(error, AuthenticationError):
+                return False
+            return is_retryable(error) if is_retryable else True
+
+        return super().call_with_retry(do, fail, retryable, with_failure_count)
+
+
+class TransportUnavailable(RuntimeError):
+    """Redis could not be reached after the retries; the caller should back off and try again."""
+
+
+def split_cluster_flag(url: str) -> tuple[str, bool]:
+    """``redis://host:port/0?cluster=1`` -> (``redis://host:port/0``, True). The flag is ours, not redis-py's,
+    so it is taken out of the URL before redis-py parses it; every other query argument stays."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    flags = [v for k, v in query if k == CLUSTER_QUERY_FLAG]
+    if not flags:
+        return url, False
+    rest = urlencode([(k, v) for k, v in query if k != CLUSTER_QUERY_FLAG])
+    return urlunsplit(parts._replace(query=rest)), flags[-1].strip().lower() in _TRUE
+
+
+@dataclass(frozen=True)
+class Keys:
+    namespace: str = ""
+
+    def _k(self, name: str) -> str:
+        return f"{{{self.namespace}}}:{name}" if self.namespace else name
+
+    @property
+    def frames(self) -> str:
+        return self._k("batch_frames")
+
+    def results(self, partition: int) -> str:
+        return self._k(f"batch_results:{partition}")
+
+    @property
+    def outbox(self) -> str:
+        return self._k("alerts:outbox")
+
+    @property
+    def camera_status(self) -> str:
+        return self._k("cameras:status")
+
+    def stats(self, stage: str) -> str:
+        return self._k(f"stats:{stage}")
+
+    def stats_writer(self, stage: str, writer: str) -> str:
+        return self._k(f"stats:{stage}:w:{writer}")
+
+    def once(self, kind: str, message_id: str) -> str:
+        digest = hashlib.blake2b(f"{kind}\x1f{message_id}".encode(), digest_size=12).hexdigest()
+        return self._k(f"once:{digest}")
+
+    @property
+    def dead_letter(self) -> str:
+        return self._k("dead_letter")
+
+    def lease(self, partition: int) -> str:
+        return self._k(f"logic:lease:{partition}")
+
+    @property
+    def logic_workers(self) -> str:
+        return self._k("logic:workers")
+
+    @property
+    def episodes(self) -> str:
+        return self._k("logic:episodes")
+
+    @property
+    def snapshots(self) -> str:
+        return self._k("metrics:snapshots")
+
+
+def new_token() -> str:
+    """A random id for a write attempt or a counter writer."""
+    return secrets.token_hex(8)
+
+
+def message_id(camera_id: str, seq: int, capture_ts: float) -> str:
+    """What makes a frame (and its result) unique, even across producer restarts that reuse a ``seq``."""
+    return f"{camera_id}\x1f{seq}\x1f{capture_ts!r}"
+
+
+@dataclass(frozen=True)
+class PushResult:
+    dropped_by_cap: int  # oldest frames the queue cap trimmed away (any producer's)
+    retried: int  # skipped: already pushed by an earlier attempt with the same token (in the queue once)
+    duplicates: int  # skipped: pushed before by another write
+
+
+@dataclass(frozen=True)
+class StreamEntry:
+    stream_index: int  # partition number (results) or 0 (outbox)
+    entry_id: str
+    payload: bytes
+
+
+def _guard(fn):
+    """Turn connection failures that survived redis-py's retries into TransportUnavailable."""
+
+    def wrapper(self, *args, **kwargs):
+        try:
+            return fn(self, *args, **kwargs)
+        except AuthenticationError:
+            raise  # a wrong password is a configuration error, not an outage: no point in waiting
+        except (RedisConnectionError, RedisTimeoutError, OSError, RedisClusterException) as exc:
+            # RedisClusterException: no node of the cluster answered (all down, slots uncovered).
+            raise TransportUnavailable(f"redis at {self.safe_url} unavailable: {exc}") from exc
+
+    wrapper.__name__ = fn.__name__
+    wrapper.__doc__ = fn.__doc__
+    return wrapper
+
+
+class Transport:
+    """The pipeline's view of Redis. Thread-safe (redis-py pools connections)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        namespace: str = "",
+        frame_queue_cap: int = 256,
+        result_partitions: int = 8,
+        result_stream_maxlen: int = 100_000,
+        outbox_maxlen: int = 1_000_000,
+        socket_timeout_s: float = 5.0,
+        retry_initial_s: float = 0.1,
+        retry_max_s: float = 5.0,
+        retries: int = 6,
+        client_name: str | None = None,
+        cluster: bool | None = None,
+    ):
+        self.url = url
+        self.safe_url = redact_url(url)
+        client_url, url_says_cluster = split_cluster_flag(url)
+        self.cluster = url_says_cluster if cluster is None else cluster
+        if self.cluster and not namespace:
+            namespace = CLUSTER_DEFAULT_NAMESPACE  # multi-key commands need one slot: hash-tag every key
+        self.keys = Keys(namespace)
+        self.frame_queue_cap = frame_queue_cap
+        self.result_partitions = result_partitions
+        self.result_stream_maxlen = result_stream_maxlen
+        self.outbox_maxlen = outbox_maxlen
+        self.socket_timeout_s = socket_timeout_s
+        self.retry_max_s = retry_max_s
+        options = dict(
+            socket_timeout=socket_timeout_s,
+            socket_connect_timeout=min(socket_timeout_s, 2.0),
+            retry=_OutageRetry(ExponentialWithJitterBackoff(cap=retry_max_s, base=retry_initial_s), retries),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError, ConnectionResetError],
+            health_check_interval=10,
+            client_name=client_name,
+        )
+        if self.cluster:
+            # Any one node's URL; the client learns the others (and follows MOVED/ASK) by itself.
+            self.client = RedisCluster.from_url(client_url, **options)
+        else:
+            self.client = redis.Redis.from_url(client_url, **options)
+        self._push = self.client.register_script(_PUSH_BOUNDED)
+        self._publish = self.client.register_script(_PUBLISH_ONCE)
+        self._report = self.client.register_script(_REPORT_TOTALS)
+        self._renew = self.client.register_script(_RENEW_LEASE)
+        self._release = self.client.register_script(_RELEASE_LEASE)
+        self._groups_ready: set[str] = set()
+
+    @classmethod
+    def from_config(cls, cfg: RedisConfig, url: str | None = None, **kwargs) -> Transport:
+        url = url or cfg.url
+        if not url:
+            raise ValueError("no Redis URL: set redis.url / REDIS_URL, or start the embedded server")
+        return cls(
+            url,
+            namespace=cfg.namespace,
+            frame_queue_cap=cfg.frame_queue_cap,
+            result_partitions=cfg.result_partitions,
+            result_stream_maxlen=cfg.result_stream_maxlen,
+            socket_timeout_s=cfg.socket_timeout_s,
+            retry_initial_s=cfg.retry_initial_s,
+            retry_max_s=cfg.retry_max_s,
+            # A `redis.cluster: true` config field (when there is one) forces cluster mode; otherwise the URL says.
+            **({"cluster": True} if getattr(cfg, "cluster", False) else {}),
+            **kwargs,
+        )
+
+    def _block_s(self, timeout_s: float) -> float:
+        """Blocking timeouts stay below the socket timeout, or the socket would time out first."""
+        return max(0.001, min(timeout_s, self.socket_timeout_s * 0.8))
+
+    def close(self) -> None:
+        self.client.close()
+
+    @_guard
+    def ping(self) -> bool:
+        return bool(self.client.ping())
+
+    def wait_ready(self, timeout_s: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                self.ping()
+                return
+            except TransportUnavailable:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    # -- frames ------------------------------------------------------------------------------------
+    @_guard
+    def push_frames(
+        self, messages: Sequence[bytes], once: Sequence[str] | None = None, token: str = ""
+    ) -> PushResult:
+        """Append frames to ``batch_frames``, honouring the cap (the oldest are dropped and counted).
+
+        ``once``: one id per message (:func:`message_id`); a message whose id was written before is skipped.
+        ``token`` names the attempt: reuse it when retrying the same frames, and the skipped ones this token
+        already wrote come back as ``retried`` (they are in the queue once), not as ``duplicates``.
+        """
+        if not messages:
+            return PushResult(0, 0, 0)
+        if once is not None and len(once) != len(messages):
+            raise ValueError(f"push_frames: {len(messages)} messages but {len(once)} once ids")
+        once_keys = [self.keys.once("frame", i) for i in once] if once is not None else []
+        dropped, own, dup = self._push(
+            keys=[self.keys.frames, self.keys.stats("queue"), *once_keys],
+            args=[self.frame_queue_cap, "dropped:queue_full", token or new_token(), ONCE_TTL_MS, *messages],
+        )
+        return PushResult(int(dropped), int(own), int(dup))
+
+    def push_frame(self, message: bytes) -> int:
+        """One frame, no once id (tests and tools); returns how many old frames the cap dropped."""
+        return self.push_frames([message]).dropped_by_cap
+
+    @_guard
+    def pop_frames(self, max_n: int, timeout_s: float) -> list[bytes]:
+        """Up to ``max_n`` frames in FIFO order; blocks at most ``timeout_s`` for the first one."""
+        if max_n < 1:
+            return []
+        if timeout_s < SHORT_WAIT_S:
+            # Redis checks blocked clients' timeouts only `hz` times a second (10 by default), so a 5 ms BLPOP
+            # can take 100 ms: short waits poll with non-blocking pops instead (each ~0.1 ms on loopback).
+            deadline = time.monotonic() + timeout_s
+            while True:
+                frames = self.pop_frames_nowait(max_n)
+                remaining = deadline - time.monotonic()
+                if frames or remaining <= 0:
+                    return frames
+                time.sleep(min(POLL_INTERVAL_S, remaining))
+        first = self.client.blpop([self.keys.frames], timeout=self._block_s(timeout_s))
+        if first is None:
+            return []
+        batch = [first[1]]
+        if max_n > 1:
+            rest = self.client.lpop(self.keys.frames, max_n - 1)
+            if rest:
+                batch.extend(rest)
+        return batch
+
+    @_guard
+    def pop_frames_nowait(self, max_n: int) -> list[bytes]:
+        if max_n < 1:
+            return []
+        return list(self.client.lpop(self.keys.frames, max_n) or [])
+
+    @_guard
+    def frame_queue_depth(self) -> int:
+        return int(self.client.llen(self.keys.frames))
+
+    # -- results -----------------------------------------------------------------------------------
+    def partition_of(self, camera_id: str) -> int:
+        """Stable camera -> partition map (crc32, the same in every process and language)."""
+        return zlib.crc32(camera_id.encode()) % self.result_partitions
+
+    @_guard
+    def publish_results(
+        self, results: Iterable[tuple[str, bytes]], once: Sequence[str] | None = None, token: str = ""
+    ) -> list[str]:
+        """XADD each (camera_id, encoded result) to its camera's partition stream, in one round trip.
+
+        Returns the entry ids. With ``once`` (one :func:`message_id` per result) a result already published is
+        not written again; its place in the returned list holds ``"="`` when this ``token``'s earlier attempt
+        wrote it (a retry whose first reply was lost) or ``"!"`` when another write did (a frame inferred twice).
+        """
+        results = list(results)
+        if not results:
+            return []
+        if once is None:
+            pipe = self.client.pipeline(transaction=False)
+            for camera_id, payload in results:
+                pipe.xadd(
+                    self.keys.results(self.partition_of(camera_id)), {"r": payload},
+                    maxlen=self.result_stream_maxlen, approximate=True,
+                )
+            return [i.decode() if isinstance(i, bytes) else i for i in pipe.execute()]
+        if len(once) != len(results):
+            raise ValueError(f"publish_results: {len(results)} results but {len(once)} once ids")
+        keys = [self.keys.once("result", i) for i in once]
+        keys += [self.keys.results(self.partition_of(cam)) for cam, _ in results]
+        reply = self._publish(
+            keys=keys,
+            args=[token or new_token(), ONCE_TTL_MS, self.result_stream_maxlen, *(p for _, p in results)],
+        )
+        return [i.decode() if isinstance(i, bytes) else i for i in reply]
+
+    @_guard
+    def ensure_groups(self) -> None:
+        """Create the consumer groups (idempotent)."""
+        streams = [(self.keys.results(p), RESULTS_GROUP) for p in range(self.result_partitions)]
+        streams.append((self.keys.outbox, OUTBOX_GROUP))
+        for key, group in streams:
+            if key in self._groups_ready:
+                continue
+            try:
+                self.client.xgroup_create(key, group, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+            self._groups_ready.add(key)
+
+    def _read_group(self, group: str, consumer: str, streams: dict[str, str], count: int, block_ms: int | None):
+        reply = self.client.xreadgroup(group, consumer, streams, count=count, block=block_ms)
+        return reply or []
+
+    @_guard
+    def read_results(self, partitions: Sequence[int], *, pending: bool, count: int, block_s: float = 0.0) -> list[StreamEntry]:
+        """Results of the owned partitions. ``pending=True`` re-reads what was delivered but not acked
+        (the previous owner's unfinished work, in order); otherwise new entries, blocking up to ``block_s``."""
+        if not partitions:
+            return []
+        self.ensure_groups()
+        by_key = {self.keys.results(p): p for p in partitions}
+        streams = {k: ("0" if pending else ">") for k in by_key}
+        block_ms = None if pending or block_s <= 0 else int(self._block_s(block_s) * 1000)
+        out: list[StreamEntry] = []
+        for key, entries in self._read_group(RESULTS_GROUP, PARTITION_CONSUMER, streams, count, block_ms):
+            key = key.decode() if isinstance(key, bytes) else key
+            for entry_id, fields in entries:
+                entry_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                # A pending entry whose data was trimmed away comes back with no fields: nothing to do but ack it.
+                out.append(StreamEntry(by_key[key], entry_id, (fields or {}).get(b"r", b"")))
+        return out
+
+    @_guard
+    def ack_results(self, partition: int, entry_ids: Sequence[str]) -> int:
+        if not entry_ids:
+            return 0
+        return int(self.client.xack(self.keys.results(partition), RESULTS_GROUP, *entry_ids))
+
+    @_guard
+    def result_backlog(self) -> int:
+        """Entries not yet read by the logic group, summed over partitions (lag), or stream lengths."""
+        total = 0
+        for p in range(self.result_partitions):
+            try:
+                groups = self.client.xinfo_groups(self.keys.results(p))
+            except ResponseError:
+                continue
+            for g in groups:
+                name = g.get("name")
+                if name in (RESULTS_GROUP, RESULTS_GROUP.encode()):
+                    lag = g.get("lag")
+                    total += int(lag or 0) + int(g.get("pending") or 0)
+        return total
+
+    # -- logic partition leases --------------------------------------------------------------------
+    @_guard
+    def heartbeat_logic_worker(self, worker_id: str, ttl_s: float) -> list[str]:
+        """Record this worker as alive and return the ids of all live workers (sorted)."""
+        now = time.time()
+        pipe = self.client.pipeline()
+        pipe.zadd(self.keys.logic_workers, {worker_id: now})
+        pipe.zremrangebyscore(self.keys.logic_workers, "-inf", now - ttl_s)
+        pipe.zrange(self.keys.logic_workers, 0, -1)
+        members = pipe.execute()[-1]
+        return sorted(m.decode() if isinstance(m, bytes) else m for m in members)
+
+    @_guard
+    def leave_logic_workers(self, worker_id: str) -> None:
+        self.client.zrem(self.keys.logic_workers, worker_id)
+
+    @_guard
+    def try_lease(self, partition: int, worker_id: str, ttl_s: float) -> bool:
+        """Take partition ``partition`` if free, or renew it if already ours."""
+        key = self.keys.lease(partition)
+        ttl_ms = int(ttl_s * 1000)
+        if self.client.set(key, worker_id, nx=True, px=ttl_ms):
+            return True
+        return bool(self._renew(keys=[key], args=[worker_id, ttl_ms]))
+
+    @_guard
+    def release_lease(self, partition: int, worker_id: str) -> None:
+        self._release(keys=[self.keys.lease(partition)], args=[worker_id])
+
+    @_guard
+    def lease_owner(self, partition: int) -> str | None:
+        owner = self.client.get(self.keys.lease(partition))
+        return owner.decode() if owner else None
+
+    # -- open alert episodes (logic state that must survive a restart) ------------------------------
+    @_guard
+    def save_episodes(self, camera_id: str, state: dict) -> None:
+        self.client.hset(self.keys.episodes, camera_id, json.dumps(state, separators=(",", ":")))
+
+    @_guard
+    def load_episodes(self, camera_id: str) -> dict:
+        raw = self.client.hget(self.keys.episodes, camera_id)
+        if not raw:
+            return {}
+        try:
+            state = json.loads(raw)
+        except ValueError:
+            logger.warning("camera %s: unreadable saved episode state, starting fresh", camera_id)
+            return {}
+        return state if isinstance(state, dict) else {}
+
+    # -- alert outbox ------------------------------------------------------------------------------
+    @_guard
+    def add_alerts(self, alerts_json: Sequence[bytes]) -> list[str]:
+        if not alerts_json:
+            return []
+        pipe = self.client.pipeline(transaction=True)
+        for payload in alerts_json:
+            pipe.xadd(self.keys.outbox, {"a": payload}, maxlen=self.outbox_maxlen, approximate=True)
+        return [i.decode() if isinstance(i, bytes) else i for i in pipe.execute()]
+
+    @_guard
+    def add_alerts_and_ack(self, alerts_json: Sequence[bytes], partition: int, entry_ids: Sequence[str]) -> None:
+        """Write alerts to the outbox and ack the results that produced them in one MULTI/EXEC,
+        so a crash can never leave a result acked without its alerts written."""
+        pipe = self.client.pipeline(transaction=True)
+        for payload in alerts_json:
+            pipe.xadd(self.keys.outbox, {"a": payload}, maxlen=self.outbox_maxlen, approximate=True)
+        if entry_ids:
+            pipe.xack(self.keys.results(partition), RESULTS_GROUP, *entry_ids)
+        pipe.execute()
+
+    @_guard
+    def read_alerts(self, consumer: str, *, pending: bool, count: int, block_s: float = 0.0) -> list[StreamEntry]:
+        self.ensure_groups()
+        block_ms = None if pending or block_s <= 0 else int(self._block_s(block_s) * 1000)
+        reply = self._read_group(OUTBOX_GROUP, consumer, {self.keys.outbox: "0" if pending else ">"}, count, block_ms)
+        out = []
+        for _key, entries in reply:
+            for entry_id, fields in entries:
+                entry_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                out.append(StreamEntry(0, entry_id, (fields or {}).get(b"a", b"")))
+        return out
+
+    @_guard
+    def claim_stale_alerts(self, consumer: str, min_idle_s: float, count: int = 100) -> list[StreamEntry]:
+        """Take over outbox entries a dead delivery consumer left pending for ``min_idle_s``."""
+        self.ensure_groups()
+        reply = self.client.xautoclaim(self.keys.outbox, OUTBOX_GROUP, consumer, int(min_idle_s * 1000), "0-0", count=count)
+        entries = reply[1] if len(reply) > 1 else []
+        out = []
+        for entry_id, fields in entries:
+            entry_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+            out.append(StreamEntry(0, entry_id, (fields or {}).get(b"a", b"")))
+        return out
+
+    @_guard
+    def ack_alerts(self, entry_ids: Sequence[str]) -> int:
+        if not entry_ids:
+            return 0
+        return int(self.client.xack(self.keys.outbox, OUTBOX_GROUP, *entry_ids))
+
+    @_guard
+    def outbox_pending(self) -> int:
+        try:
+            info = self.client.xpending(self.keys.outbox, OUTBOX_GROUP)
+        except ResponseError:
+            return 0
+        return int(info.get("pending", 0))
+
+    # -- camera status -----------------------------------------------------------------------------
+    @_guard
+    def set_camera_status(self, camera_id: str, status: dict) -> None:
+        self.client.hset(self.keys.camera_status, camera_id, json.dumps(status, separators=(",", ":")))
+
+    @_guard
+    def camera_statuses(self) -> dict[str, dict]:
+        out = {}
+        for cam, raw in self.client.hgetall(self.keys.camera_status).items():
+            try:
+                out[cam.decode()] = json.loads(raw)
+            except ValueError:
+                continue
+        return out
+
+    # -- counters and dead letters -----------------------------------------------------------------
+    @_guard
+    def report_totals(self, stage: str, writer: str, totals: Mapping[str, int | float]) -> None:
+        """Bring a stage's counters up to date with one writer's running totals (since the writer started).
+
+        Idempotent: the stage hash gets only what grew since this writer's last report, so a report repeated
+        after a lost reply, or a later report after a failed one, counts everything exactly once. ``writer``
+        must be unique per process lifetime (:func:`new_token`); float totals (time sums) use HINCRBYFLOAT.
+        """
+        args: list[object] = [WRITER_TOTALS_TTL_MS]
+        for name, value in totals.items():
+            if value:
+                args += [name, repr(float(value)) if isinstance(value, float) else int(value),
+                         "f" if isinstance(value, float) else "i"]
+        if len(args) == 1:
+            return
+        self._report(keys=[self.keys.stats(stage), self.keys.stats_writer(stage, writer)], args=args)
+
+    @_guard
+    def stats(self, stage: str) -> dict[str, float]:
+        out = {}
+        for k, v in self.client.hgetall(self.keys.stats(stage)).items():
+            v = v.decode()
+            out[k.decode()] = float(v) if "." in v or "e" in v else int(v)
+        return out
+
+    @_guard
+    def dead_letter(self, queue: str, reason: str, payload: bytes) -> None:
+        """Keep a bounded sample of undecodable messages (first 512 bytes, hex) for inspection."""
+        record = json.dumps(
+            {"queue": queue, "reason": reason, "at": time.time(), "size": len(payload), "head": payload[:512].hex()}
+        )
+        pipe = self.client.pipeline(transaction=False)
+        pipe.lpush(self.keys.dead_letter, record)
+        pipe.ltrim(self.keys.dead_letter, 0, DEAD_LETTER_CAP - 1)
+        pipe.execute()
+
+    @_guard
+    def dead_letters(self, n: int = 100) -> list[dict]:
+        return [json.loads(x) for x in self.client.lrange(self.keys.dead_letter, 0, n - 1)]
+
+    # -- metrics snapshots (for the dashboard and the run report) ----------------------------------
+    @_guard
+    def put_snapshot(self, name: str, snapshot: dict) -> None:
+        self.client.hset(self.keys.snapshots, name, json.dumps(snapshot, separators=(",", ":")))
+
+    @_guard
+    def snapshots(self) -> dict[str, dict]:
+        out = {}
+        for name, raw in self.client.hgetall(self.keys.snapshots).items():
+            try:
+                out[name.decode()] = json.loads(raw)
+            except ValueError:
+                continue
+        return out

@@ -1,0 +1,382 @@
+"""Batch inference worker: pop → decode (parallel) → tensor → model → candidates → publish.
+
+One loop per worker process (any number of workers share ``batch_frames``; ``LPOP`` hands each frame to exactly
+one of them). Per batch:
+
+* :class:`fbvision.inference.batcher.Batcher` forms the batch (max batch, max wait, stale drop) - see docs/inference.md;
+* JPEGs are decoded by a thread pool (``cv2.imdecode`` releases the GIL), each thread writing its image straight
+  into its slot of one preallocated contiguous ``[max_batch, 3, H, W]`` float32 tensor (BGR→RGB, /255);
+* the engine runs once on the batch; :func:`fbvision.inference.decode.decode_yolo` reduces the raw head to a few
+  candidates per image (class subset, confidence floor, top-k) in source pixels - the head never leaves here;
+* one :class:`ResultMessage` per frame, with the full timeline, is published to its camera's result partition.
+
+Bad input (garbage, unknown wire version, corrupt JPEG, wrong size) is skipped, counted, dead-lettered and
+logged at a limited rate; a Redis outage is waited out with a back-off (results computed meanwhile are kept,
+bounded, and published when Redis is back). Counters go to ``stats:inference`` about once a second.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import cv2
+import numpy as np
+
+from fbvision.core.config import InferenceConfig, ModelConfig, Settings
+from fbvision.core.letterbox import Letterbox
+from fbvision.core.loop import LogThrottle
+from fbvision.core.modelinfo import ModelError
+from fbvision.core.transport import Transport, TransportUnavailable, message_id, new_token
+from fbvision.core.wire import FrameMessage, ResultMessage, Timeline, WireError, encode_result
+from fbvision.inference.batcher import (
+    AutotuneResult,
+    Batch,
+    Batcher,
+    autotune,
+    candidate_batch_sizes,
+    format_table,
+)
+from fbvision.inference.decode import decode_yolo
+from fbvision.inference.engines.ort import Engine, OrtEngine
+
+logger = logging.getLogger(__name__)
+
+STAGE = "inference"
+FRAME_QUEUE = "batch_frames"
+_INV_255 = np.float32(1.0 / 255.0)
+
+
+class InferenceWorker:
+    """``InferenceWorker(settings, transport)`` or ``InferenceWorker(inference_cfg, transport, model_cfg)``.
+
+    Builds the engine at construction (a missing or non-dynamic model, or a class name the model does not have,
+    raises :class:`fbvision.core.modelinfo.ModelError` here); ``engine=`` injects another :class:`Engine` (e.g. a
+    PyTorch one for the GPU benchmark). Warm-up and auto-tuning happen in :meth:`prepare` (called by
+    :meth:`run` before taking traffic).
+    """
+
+    def __init__(
+        self,
+        config: Settings | InferenceConfig,
+        transport: Transport,
+        model: ModelConfig | None = None,
+        *,
+        engine: Engine | None = None,
+        name: str | None = None,
+        flush_interval_s: float = 1.0,
+        max_pending_results: int = 10_000,
+        first_wait_s: float = 1.0,
+        autotune_budget_s: float = 3.0,
+    ):
+        if isinstance(config, Settings):
+            self.config = config.inference
+            model = model or config.model
+        else:
+            self.config = config
+        self.model_config = model or ModelConfig()
+        self.transport = transport
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{id(self) & 0xFFFF:04x}"
+        self.flush_interval_s = flush_interval_s
+        self.max_pending_results = max_pending_results
+        self.autotune_budget_s = autotune_budget_s
+        self.ready = threading.Event()  # set once warmed up and taking traffic
+
+        if engine is None:
+            path = self.model_config.resolved_path()
+            if not path.is_file():
+                raise ModelError(
+                    f"model file not found: {path} (model.path in the config; export one with export/export_onnx.py)"
+                )
+            engine = OrtEngine.from_config(self.model_config)
+        self.engine = engine
+        self.input_h, self.input_w = (int(v) for v in engine.input_size)
+        self.class_ids = self._class_ids(self.config.class_names)
+
+        max_batch = min(self.config.max_batch, engine.max_batch)
+        if max_batch < self.config.max_batch:
+            logger.warning(
+                "inference.max_batch=%d but the model allows %d; using %d", self.config.max_batch,
+                engine.max_batch, max_batch,
+            )
+        self.batcher = Batcher(
+            self._pop, max_batch=max_batch, max_wait_ms=self.config.max_wait_ms,
+            max_age_ms=self.config.max_age_ms, first_wait_s=first_wait_s,
+        )
+        self.autotune_result: AutotuneResult | None = None
+        self.warmup_ms: dict[int, float] = {}
+        self._prepared = False
+        self._pool: ThreadPoolExecutor | None = None
+        self._tensor = np.empty((max_batch, 3, self.input_h, self.input_w), dtype=np.float32)
+        self._pending: collections.deque[ResultMessage] = collections.deque()
+        self._totals: collections.Counter = collections.Counter()  # since start: stats() and the shared counters
+        self._writer = new_token()  # this worker's name in the shared counters
+        # Attempt token of the pending results while a publish of them is unconfirmed (see _publish_pending).
+        self._pending_token: str | None = None
+        self._queue_depth: int | None = None
+        self._throttle = LogThrottle(10.0)
+        self._lock = threading.Lock()
+
+    # -- set-up -------------------------------------------------------------------------------------------------
+    def _class_ids(self, names) -> list[int]:
+        info = getattr(self.engine, "info", None)
+        ids = []
+        for name in names:
+            if info is not None:
+                ids.append(info.class_id(name))
+            elif name in self.engine.class_names:
+                ids.append(list(self.engine.class_names).index(name))
+            else:
+                raise ModelError(f"the model has no class named {name!r}; it has {', '.join(self.engine.class_names)}")
+        return ids
+
+    def prepare(self) -> None:
+        """Auto-tune (when enabled), then warm up every batch size the batcher can form. Idempotent."""
+        if self._prepared:
+            return
+        if self.config.autotune and self.batcher.max_batch > 1:
+            self.engine.warmup([1])
+            result = autotune(
+                self.engine, candidate_batch_sizes(self.batcher.max_batch), max_wait_ms=self.config.max_wait_ms,
+                budget_s=self.autotune_budget_s,
+            )
+            self.autotune_result = result
+            self.batcher.max_batch = result.batch
+            self.batcher.max_wait_ms = result.max_wait_ms
+            logger.info("inference %s autotune:\n%s", self.name, format_table(result.table))
+        self.warmup_ms = self.engine.warmup(range(1, self.batcher.max_batch + 1))
+        logger.info(
+            "inference %s ready on %s: max batch %d, max wait %.1f ms, max age %.0f ms, classes %s",
+            self.name, self.engine.provider, self.batcher.max_batch, self.batcher.max_wait_ms,
+            self.batcher.max_age_ms, self.config.class_names,
+        )
+        self._prepared = True
+
+    # -- the worker shape ---------------------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        self.prepare()
+        self.ready.set()
+        backoff = 0.0
+        last_flush = time.monotonic()
+        try:
+            while not stop.is_set():
+                try:
+                    if self._pending:
+                        self._publish_pending()
+                    batch = self.batcher.next()
+                    self._account_drops(batch)
+                    if batch.frames:
+                        self.process(batch)
+                    backoff = 0.0
+                except TransportUnavailable as exc:
+                    backoff = min(1.0, max(0.1, backoff * 2))
+                    held = self._throttle("transport")
+                    if held is not None:
+                        logger.warning("inference %s: Redis unavailable (%s); retrying", self.name, exc)
+                    stop.wait(backoff)
+                except Exception:  # a bad batch must not kill the worker; a persistent fault is logged (limited)
+                    self._count("errors:batch")
+                    held = self._throttle("batch-error")
+                    if held is not None:
+                        logger.exception("inference %s: batch failed and was dropped", self.name)
+                    stop.wait(0.1)
+                if time.monotonic() - last_flush >= self.flush_interval_s:
+                    self._flush_stats()
+                    last_flush = time.monotonic()
+        finally:
+            try:
+                if self._pending:
+                    self._publish_pending()
+            except TransportUnavailable:
+                logger.warning("inference %s: %d results not published at shutdown", self.name, len(self._pending))
+            self._flush_stats()
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
+            self.ready.clear()
+            logger.info("inference %s stopped", self.name)
+
+    def stats(self) -> dict:
+        """Counters since start, the batch-size histogram, queue depth, provider and autotune table."""
+        with self._lock:
+            totals = dict(self._totals)
+        return {
+            "name": self.name,
+            "provider": self.engine.provider,
+            "max_batch": self.batcher.max_batch,
+            "max_wait_ms": self.batcher.max_wait_ms,
+            "max_age_ms": self.batcher.max_age_ms,
+            "queue_depth": self._queue_depth,
+            "pending_results": len(self._pending),
+            "counters": totals,
+            "batch_sizes": {int(k.split(":")[1]): v for k, v in totals.items() if k.startswith("batch_size:")},
+            "autotune": self.autotune_result.table if self.autotune_result else None,
+            "at": time.time(),
+        }
+
+    # -- per batch ----------------------------------------------------------------------------------------------
+    def _pop(self, max_n: int, timeout_s: float) -> list[bytes]:
+        return self.transport.pop_frames(max_n, timeout_s)
+
+    def _account_drops(self, batch: Batch) -> None:
+        self._count("frames_in", batch.popped)
+        if batch.stale:
+            self._count("dropped:stale", len(batch.stale))
+            held = self._throttle("stale")
+            if held is not None:
+                oldest = max(time.time() - f.capture_ts for f in batch.stale)
+                logger.warning(
+                    "inference %s: dropped %d stale frames (oldest %.0f ms, max age %.0f ms)%s", self.name,
+                    len(batch.stale) + held, oldest * 1000, self.batcher.max_age_ms,
+                    " (and earlier)" if held else "",
+                )
+        for data, exc in batch.rejected:
+            self._reject(data, f"wire_{exc.reason}", str(exc))
+
+    def _reject(self, payload: bytes, reason: str, detail: str, camera_id: str | None = None) -> None:
+        self._count(f"dropped:{reason}")
+        held = self._throttle(f"reject:{reason}")
+        if held is not None:
+            logger.warning(
+                "inference %s: skipped a frame%s: %s (%s)%s", self.name,
+                f" of camera {camera_id}" if camera_id else "", reason, detail,
+                f"; {held} more like it not logged" if held else "",
+            )
+        try:
+            self.transport.dead_letter(FRAME_QUEUE, reason, payload)
+        except TransportUnavailable:
+            pass  # the sample is best effort; the counter has it
+
+    def _decode_into(self, slot: int, frame: FrameMessage) -> str | None:
+        """Decode one JPEG into tensor slot ``slot``; returns a drop reason, or None when the slot is filled."""
+        if (frame.input_w, frame.input_h) != (self.input_w, self.input_h):
+            return "bad_size"
+        image = cv2.imdecode(np.frombuffer(frame.jpeg, dtype=np.uint8), cv2.IMREAD_COLOR)
+        if image is None:
+            return "corrupt"
+        if image.shape[:2] != (self.input_h, self.input_w):
+            return "bad_size"
+        # BGR HWC uint8 -> RGB CHW float32 0..1, written in place (numpy releases the GIL in the loop).
+        np.multiply(image[:, :, ::-1].transpose(2, 0, 1), _INV_255, out=self._tensor[slot], dtype=np.float32)
+        return None
+
+    def process(self, batch: Batch) -> list[ResultMessage]:
+        """Run one formed batch through the model and queue its results for publishing; returns them."""
+        frames, popped_at = batch.frames, batch.popped_at
+        t0 = time.perf_counter()
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.config.decode_threads, thread_name_prefix="jpeg-decode")
+        reasons = list(self._pool.map(self._decode_into, range(len(frames)), frames))
+        keep = [i for i, reason in enumerate(reasons) if reason is None]
+        for i, reason in enumerate(reasons):
+            if reason is not None:
+                detail = (f"input {frames[i].input_w}x{frames[i].input_h}, model {self.input_w}x{self.input_h}"
+                          if reason == "bad_size" else "JPEG could not be decoded")
+                self._reject(frames[i].jpeg, reason, detail, frames[i].camera_id)
+        if not keep:
+            return []
+        tensor = self._tensor[: len(frames)] if len(keep) == len(frames) else self._tensor[keep]
+        frames = [frames[i] for i in keep]
+        popped_at = [popped_at[i] for i in keep]
+        t1 = time.perf_counter()
+
+        infer_start = time.time()
+        output = self.engine.infer(tensor)
+        infer_end = time.time()
+        t2 = time.perf_counter()
+
+        boxes = [
+            Letterbox(f.src_w, f.src_h, f.input_w, f.input_h, f.scale, f.pad_x, f.pad_y) for f in frames
+        ]
+        candidates = decode_yolo(output, boxes, self.class_ids, self.config.conf_floor, self.config.top_k)
+        size = len(frames)
+        results = [
+            ResultMessage(
+                camera_id=f.camera_id, seq=f.seq, src_w=f.src_w, src_h=f.src_h,
+                timeline=Timeline(
+                    captured=f.capture_ts, pushed=f.push_ts, popped=popped, infer_start=infer_start,
+                    infer_end=infer_end,
+                ),
+                batch_size=size, boxes=c.xyxy, scores=c.scores, class_ids=c.class_ids,
+            )
+            for f, popped, c in zip(frames, popped_at, candidates, strict=True)
+        ]
+        t3 = time.perf_counter()
+        self._count("batches")
+        self._count(f"batch_size:{size}")
+        self._count("time_ms:wait", batch.wait_ms)
+        self._count("time_ms:decode", (t1 - t0) * 1000.0)
+        self._count("time_ms:infer", (t2 - t1) * 1000.0)
+        self._count("time_ms:postprocess", (t3 - t2) * 1000.0)
+        self._pending.extend(results)
+        while len(self._pending) > self.max_pending_results:
+            self._pending.popleft()
+            self._count("dropped:publish_backlog")
+        self._publish_pending()
+        return results
+
+    def _publish_pending(self) -> None:
+        if not self._pending:
+            return
+        t0 = time.perf_counter()
+        now = time.time()
+        pending = list(self._pending)
+        payloads: list[tuple[str, bytes, str]] = []
+        unencodable: set[int] = set()
+        for r in pending:
+            stamped = ResultMessage(
+                camera_id=r.camera_id, seq=r.seq, src_w=r.src_w, src_h=r.src_h,
+                timeline=Timeline(r.timeline.captured, r.timeline.pushed, r.timeline.popped,
+                                  r.timeline.infer_start, r.timeline.infer_end, now),
+                batch_size=r.batch_size, boxes=r.boxes, scores=r.scores, class_ids=r.class_ids,
+            )
+            try:
+                payload = encode_result(stamped)
+            except WireError as exc:  # e.g. more boxes than the wire allows: top_k is bounded, so a bug
+                self._count("dropped:result_encode")
+                logger.error("inference %s: result of camera %s not encodable: %s", self.name, r.camera_id, exc)
+                unencodable.add(id(r))
+                continue
+            payloads.append((r.camera_id, payload, message_id(r.camera_id, r.seq, r.timeline.captured)))
+        if unencodable:  # counted once, not again on a retry
+            self._pending = collections.deque(r for r in pending if id(r) not in unencodable)
+        # Once ids make the publish idempotent: a retry (redis-py's after a lost reply, or ours of the whole
+        # pending list after TransportUnavailable) under the same token skips what the first attempt wrote.
+        token = self._pending_token = self._pending_token or new_token()
+        reply = self.transport.publish_results(  # raises TransportUnavailable: the results stay pending
+            [(cam, payload) for cam, payload, _ in payloads], once=[i for _, _, i in payloads], token=token,
+        )
+        self._pending.clear()
+        self._pending_token = None
+        duplicates = sum(1 for r in reply if r == "!")
+        if duplicates:  # the same frame inferred twice (it was queued twice): its first result stands
+            self._count("dropped:duplicate", duplicates)
+        self._count("frames_out", len(payloads) - duplicates)
+        self._count("time_ms:publish", (time.perf_counter() - t0) * 1000.0)
+
+    # -- counters -----------------------------------------------------------------------------------------------
+    def _count(self, key: str, value: float = 1) -> None:
+        with self._lock:
+            self._totals[key] += value
+
+    def _flush_stats(self) -> None:
+        with self._lock:
+            totals = dict(self._totals)
+        # Running totals (idempotent, see Transport.report_totals); Redis needs ints for counters, floats for
+        # the time sums.
+        payload = {k: (float(v) if k.startswith("time_ms:") else int(v)) for k, v in totals.items()}
+        try:
+            self.transport.report_totals(STAGE, self._writer, payload)
+        except TransportUnavailable:
+            return  # the next flush reports the totals, this one's included
+        try:
+            self._queue_depth = self.transport.frame_queue_depth()
+            self.transport.put_snapshot(f"{STAGE}:{self.name}", self.stats())
+        except TransportUnavailable:
+            pass  # the snapshot is refreshed on the next flush
+

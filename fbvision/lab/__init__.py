@@ -1,0 +1,45 @@
+"""The smoothing lab: the research side of fbvision, for the notebooks.
+
+* :mod:`~fbvision.lab.detections` - detection logs with ground truth (synthetic scenes, the real detector, CameraLogic);
+* :mod:`~fbvision.lab.strategies` - grids of smoothing settings scored against ground truth;
+* :mod:`~fbvision.lab.snippets` - a chosen setting as a config snippet;
+* :mod:`~fbvision.lab.plots` - one track's timeline;
+* :mod:`~fbvision.lab.groundtruth` - expected alerts of a scenario and the matching of raised ones;
+* :mod:`~fbvision.lab.draw` / :mod:`~fbvision.lab.replay` - annotated frames, previews and alert snapshots.
+
+The lab may import any stage; no stage imports the lab (the import contract in pyproject.toml).
+``from fbvision import lab`` gives the names of the first four modules directly.
+"""
+
+from fbvision.lab.detections import (  # noqa: F401
+    DEFAULT_MODEL,
+    LOG_COLUMNS,
+    SOURCE_GROUND_TRUTH,
+    SOURCE_MODEL,
+    TruthNoise,
+    detection_log,
+    log_summary,
+    truth_candidates,
+    variants,
+)
+from fbvision.lab.plots import (  # noqa: F401
+    BEHAVIOUR_COLOURS,
+    plot_track_timeline,
+)
+from fbvision.lab.snippets import (  # noqa: F401
+    config_snippet,
+)
+from fbvision.lab.strategies import (  # noqa: F401
+    DEFAULT_GRID,
+    FAMILIES,
+    Strategy,
+    best_strategy,
+    describe,
+    evaluate_strategies,
+    expected_for,
+    rank_strategies,
+    raw_signal,
+    run_strategy,
+    strategy_grid,
+    with_params,
+)

@@ -1,0 +1,408 @@
+"""One camera's logic, pure and synchronous: candidates in, tracked features and alert events out.
+
+``process`` runs per frame: class-aware NMS -> final thresholds and stall polygon -> ByteTrack (stable ids)
+-> features -> rule scores -> smoothing -> episode state machine -> :class:`~fbvision.core.events.AlertEvent`.
+``tick`` lets time pass without frames (camera_offline; horse_absent while frames are fresh). Every time is
+a capture time passed in by the caller: no Redis, no wall clock, so tests and replays are deterministic.
+``episodes()`` is the JSON-able state a restarted worker passes back as ``open_episodes`` to carry on
+without raising again.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import supervision as sv
+
+from fbvision.core.candidates import Candidates
+from fbvision.core.events import AlertEvent, AlertState, Evidence
+from fbvision.core.logic_config import (
+    CAMERA_RULES,
+    TRACK_RULES,
+    CameraLogicOverrides,
+    LogicConfig,
+    RuleConfig,
+    effective_rules,
+)
+from fbvision.logic import rules as rule_fns
+from fbvision.logic.features import FeatureExtractor, TrackFeatures
+from fbvision.logic.filters import apply_nms, filter_candidates
+from fbvision.logic.smoothing import EpisodeTracker, SignalFilter, Transition, build_filter, episode_tracker
+from fbvision.logic.tracking import CameraTracker
+
+logger = logging.getLogger(__name__)
+
+EPISODES_VERSION = 1
+NAN = float("nan")
+
+
+@dataclass(frozen=True)
+class RuleSignal:
+    """One rule's score for one track (or the camera) at one frame: raw, smoothed, and whether an alert is open."""
+
+    camera_id: str
+    rule: str
+    track_id: int | None
+    t: float
+    seq: int
+    raw: float  # NaN when the rule could not say (track not seen)
+    smoothed: float
+    open: bool
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class FrameOutcome:
+    seq: int
+    t: float
+    detections: sv.Detections  # confirmed tracks, tracker_id = stable horse id
+    features: list[TrackFeatures]
+    alerts: list[AlertEvent]
+    signals: list[RuleSignal] = field(default_factory=list)
+
+
+@dataclass
+class _RuleState:
+    filter: SignalFilter
+    episode: EpisodeTracker
+    smoothed: float = 0.0
+
+
+def _empty_detections() -> sv.Detections:
+    detections = sv.Detections.empty()
+    detections.tracker_id = np.zeros(0, dtype=int)
+    return detections
+
+
+class CameraLogic:
+    """The logic pipeline of one camera. Not thread-safe: one caller per camera, frames in capture order."""
+
+    def __init__(
+        self,
+        camera_id: str,
+        config: LogicConfig,
+        overrides: CameraLogicOverrides | None,
+        class_ids: Collection[int],
+        frame_size: tuple[int, int] | None = None,
+        open_episodes: dict | None = None,
+    ) -> None:
+        self.camera_id = camera_id
+        self.config = config
+        self.rules = effective_rules(config, overrides)
+        self.class_ids = sorted({int(c) for c in class_ids})
+        self.frame_size = frame_size
+        polygon = overrides.stall_polygon if overrides is not None else None
+        self._polygon = None if polygon is None else np.asarray(polygon, dtype=np.float32)
+        self._tracker = CameraTracker(config.tracker, camera_id)
+        self._features = FeatureExtractor(camera_id, config.features)
+        self._states: dict[tuple[str, int | None], _RuleState] = {}
+        self._postures: dict[int, deque[tuple[float, bool]]] = {}
+        self._last_seen: dict[int, float | None] = {}  # known tracks; None: restored, not seen yet
+        self._first_t: float | None = None
+        self._last_frame_t: float | None = None
+        self._last_seq = -1
+        self.frames_out_of_order = 0
+        if open_episodes:
+            self._restore(open_episodes)
+
+    # ---------------------------------------------------------------------------------------------------
+    # per frame
+
+    def process(
+        self, *, seq: int, t: float, candidates: Candidates, frame_size: tuple[int, int]
+    ) -> FrameOutcome:
+        if self._last_frame_t is not None and t < self._last_frame_t:
+            self.frames_out_of_order += 1
+            logger.warning(
+                "camera %s: frame seq=%d t=%.3f is older than the last one (t=%.3f); skipped",
+                self.camera_id,
+                seq,
+                t,
+                self._last_frame_t,
+            )
+            return FrameOutcome(seq, t, _empty_detections(), [], [], [])
+        if self._first_t is None:
+            self._first_t = t
+        self.frame_size = frame_size
+        alerts: list[AlertEvent] = []
+        signals: list[RuleSignal] = []
+
+        # A frame arrived: the camera is online.
+        alerts += self._evaluate("camera_offline", None, 0.0, t, seq, signals)
+        self._last_frame_t, self._last_seq = t, seq
+
+        cfg = self.config
+        kept = apply_nms(candidates, cfg.nms_iou)
+        kept = filter_candidates(
+            kept,
+            conf=cfg.conf_threshold,
+            class_ids=self.class_ids,
+            min_area=cfg.min_box_area_frac * frame_size[0] * frame_size[1],
+            polygon=self._polygon,
+        )
+        detections = self._tracker.update(kept, t)
+        features = self._features.update(detections, t=t, seq=seq, frame_size=frame_size)
+
+        present = 0
+        for f in features:
+            if f.present:
+                present += 1
+                self._last_seen[f.track_id] = t
+                self._record_posture(f)
+            alerts += self._evaluate_track(f, signals)
+
+        alerts += self._evaluate("horse_absent", None, rule_fns.horse_absent(present), t, seq, signals)
+        self._forget_stale_tracks(t)
+        return FrameOutcome(seq, t, detections, features, alerts, signals)
+
+    def tick(self, t: float, camera_online: bool | None = None) -> list[AlertEvent]:
+        """Time passes without a frame: evaluate camera_offline (and let horse_absent reach its threshold)."""
+        if self._last_frame_t is not None and t < self._last_frame_t:
+            return []
+        alerts: list[AlertEvent] = []
+        params = self.rules.camera_offline
+        if params.enabled:
+            score = rule_fns.camera_offline(t, self._last_frame_t, camera_online, params)
+            alerts += self._evaluate(
+                "camera_offline", None, score, t, self._last_seq, None, since=self._last_frame_t
+            )
+        fresh = self._last_frame_t is not None and t - self._last_frame_t < params.stale_after_s
+        absent = self._states.get(("horse_absent", None))
+        if fresh and absent is not None and self.rules.horse_absent.enabled:
+            # No new evidence, so the smoothed score stays; only the episode's clock moves on.
+            transitions = absent.episode.update(absent.smoothed, t)
+            alerts += self._events("horse_absent", None, transitions, self._last_seq, None, {})
+        return alerts
+
+    # ---------------------------------------------------------------------------------------------------
+    # rules
+
+    def _rule_params(self, rule: str) -> RuleConfig:
+        return getattr(self.rules, rule)
+
+    def _state(self, rule: str, track_id: int | None) -> _RuleState:
+        key = (rule, track_id)
+        state = self._states.get(key)
+        if state is None:
+            params = self._rule_params(rule)
+            state = _RuleState(build_filter(params.smoothing), episode_tracker(params))
+            self._states[key] = state
+        return state
+
+    def _record_posture(self, f: TrackFeatures) -> None:
+        """Keep the track's posture as runs (start time, lying) covering the rolling window."""
+        runs = self._postures.setdefault(f.track_id, deque())
+        if not runs or runs[-1][1] != f.lying:
+            runs.append((f.t, f.lying))
+        window_start = f.t - self.rules.rolling.window_s
+        while len(runs) >= 2 and runs[1][0] <= window_start:
+            runs.popleft()
+
+    def _evaluate_track(self, f: TrackFeatures, signals: list[RuleSignal]) -> list[AlertEvent]:
+        alerts: list[AlertEvent] = []
+        box = f.box
+        evidence = f.numeric()
+        if self.rules.horse_down.enabled:
+            alerts += self._evaluate(
+                "horse_down",
+                f.track_id,
+                rule_fns.horse_down(f),
+                f.t,
+                f.seq,
+                signals,
+                box=box,
+                evidence=evidence,
+            )
+        if self.rules.too_fast.enabled:
+            score = rule_fns.too_fast(f, self.rules.too_fast)
+            alerts += self._evaluate(
+                "too_fast", f.track_id, score, f.t, f.seq, signals, box=box, evidence=evidence
+            )
+        if self.rules.rolling.enabled:
+            rolling_score: float | None = None
+            rolling_evidence = dict(evidence)
+            if f.present:
+                runs = self._postures.get(f.track_id, ())
+                window_start = f.t - self.rules.rolling.window_s
+                times = np.array([max(start, window_start) for start, _ in runs], dtype=float)
+                lying = np.array([is_lying for _, is_lying in runs], dtype=bool)
+                events = rule_fns.posture_events(times, lying, f.t, self.rules.rolling)
+                rolling_score = rule_fns.rolling(events, self.rules.rolling)
+                rolling_evidence.update(downs=float(events.downs), flips=float(events.flips))
+            alerts += self._evaluate(
+                "rolling", f.track_id, rolling_score, f.t, f.seq, signals, box=box, evidence=rolling_evidence
+            )
+        return alerts
+
+    def _evaluate(
+        self,
+        rule: str,
+        track_id: int | None,
+        raw: float | None,
+        t: float,
+        seq: int,
+        signals: list[RuleSignal] | None,
+        *,
+        since: float | None = None,
+        box: tuple[float, float, float, float] | None = None,
+        evidence: Mapping[str, float] | None = None,
+    ) -> list[AlertEvent]:
+        if not self._rule_params(rule).enabled:
+            return []
+        state = self._state(rule, track_id)
+        state.smoothed = float(state.filter.update(raw, t))
+        transitions = state.episode.update(state.smoothed, t, since=since)
+        if signals is not None:
+            signals.append(
+                RuleSignal(
+                    self.camera_id,
+                    rule,
+                    track_id,
+                    t,
+                    seq,
+                    NAN if raw is None else float(raw),
+                    state.smoothed,
+                    state.episode.is_open,
+                )
+            )
+        if not transitions:
+            return []
+        values = dict(evidence or {})
+        values.update(score=NAN if raw is None else float(raw), smoothed=state.smoothed)
+        if rule == "camera_offline" and self._last_frame_t is not None:
+            values["gap_s"] = t - self._last_frame_t
+        return self._events(rule, track_id, transitions, seq, box, values)
+
+    def _events(
+        self,
+        rule: str,
+        track_id: int | None,
+        transitions: Sequence[Transition],
+        seq: int,
+        box: tuple[float, float, float, float] | None,
+        values: Mapping[str, float],
+    ) -> list[AlertEvent]:
+        events = []
+        for tr in transitions:
+            age = (tr.ended_at if tr.ended_at is not None else tr.t) - tr.started_at
+            features = {k: float(v) for k, v in values.items() if math.isfinite(v)}
+            features["age_s"] = age
+            who = f"track {track_id}" if track_id is not None else "camera"
+            event = AlertEvent.create(
+                camera_id=self.camera_id,
+                rule=rule,
+                track_id=track_id,
+                state=tr.state,
+                severity=tr.severity,
+                started_at=tr.started_at,
+                updated_at=tr.t,
+                resolved_at=tr.ended_at if tr.state is AlertState.resolved else None,
+                evidence=Evidence(seq=max(seq, 0), box=box, features=features),
+                message=f"{rule} {tr.state.value} ({tr.severity.value}): camera {self.camera_id}, {who}, "
+                f"for {age:.0f} s",
+            )
+            logger.info(
+                "camera %s: %s %s %s track=%s started=%.3f t=%.3f",
+                self.camera_id,
+                rule,
+                tr.state.value,
+                tr.severity.value,
+                track_id,
+                tr.started_at,
+                tr.t,
+            )
+            events.append(event)
+        return events
+
+    def _forget_stale_tracks(self, t: float) -> None:
+        """Drop tracks gone longer than the re-link window once none of their episodes is running."""
+        horizon = self.config.tracker.relink_s
+        for track_id, last_seen in list(self._last_seen.items()):
+            since = last_seen if last_seen is not None else self._first_t
+            if since is None or t - since <= horizon:
+                continue
+            if any(
+                not self._states[(r, track_id)].episode.is_idle
+                for r in TRACK_RULES
+                if (r, track_id) in self._states
+            ):
+                continue
+            del self._last_seen[track_id]
+            self._features.forget(track_id)
+            self._postures.pop(track_id, None)
+            for rule in TRACK_RULES:
+                self._states.pop((rule, track_id), None)
+
+    # ---------------------------------------------------------------------------------------------------
+    # restart
+
+    def episodes(self) -> dict[str, Any]:
+        """JSON-able state of runs in progress (raised or pending) and known tracks, for ``open_episodes``."""
+        episodes = []
+        for (rule, track_id), state in sorted(
+            self._states.items(), key=lambda kv: (kv[0][0], kv[0][1] or -1)
+        ):
+            saved = state.episode.state_dict()
+            if saved["onset"] is None and saved["last_resolved"] is None:
+                continue
+            episodes.append({"rule": rule, "track_id": track_id, **saved})
+        tracks = []
+        for track_id in sorted(self._last_seen):
+            box = self._features.last_box(track_id)
+            baseline = self._features.baseline(track_id)
+            tracks.append(
+                {
+                    "track_id": track_id,
+                    "box": None if box is None else [float(v) for v in box],
+                    "baseline_height": baseline,
+                }
+            )
+        return {
+            "version": EPISODES_VERSION,
+            "camera_id": self.camera_id,
+            "next_track_id": self._tracker.next_track_id,
+            "episodes": episodes,
+            "tracks": tracks,
+        }
+
+    def _restore(self, saved: dict[str, Any]) -> None:
+        if saved.get("version") != EPISODES_VERSION:
+            raise ValueError(f"unsupported episode state version {saved.get('version')!r}")
+        if saved.get("camera_id") not in (None, self.camera_id):
+            raise ValueError(
+                f"episode state of camera {saved.get('camera_id')!r} given to {self.camera_id!r}"
+            )
+        self._tracker.next_track_id = max(self._tracker.next_track_id, int(saved.get("next_track_id", 1)))
+        for track in saved.get("tracks", []):
+            track_id = int(track["track_id"])
+            if track.get("box") is not None:
+                self._tracker.seed_lost(track_id, track["box"])
+            self._features.seed(track_id, baseline_height=track.get("baseline_height"), box=track.get("box"))
+            self._last_seen[track_id] = None
+        for item in saved.get("episodes", []):
+            rule, track_id = item["rule"], item.get("track_id")
+            if rule not in TRACK_RULES + CAMERA_RULES or not self._rule_params(rule).enabled:
+                logger.warning(
+                    "camera %s: dropping saved episode of unknown/disabled rule %r", self.camera_id, rule
+                )
+                continue
+            if track_id is not None:
+                track_id = int(track_id)
+                if track_id not in self._last_seen:
+                    self._features.seed(track_id, baseline_height=None, box=None)
+                    self._last_seen[track_id] = None
+            self._state(rule, track_id).episode.load_state(item)
+        logger.info(
+            "camera %s: resumed %d episode(s), %d track(s)",
+            self.camera_id,
+            len(saved.get("episodes", [])),
+            len(saved.get("tracks", [])),
+        )

@@ -1,0 +1,147 @@
+"""Optional log of every processed result with its track features, as parquet parts (notebook input).
+
+One row per (frame, track): the track's :class:`~fbvision.logic.features.TrackFeatures` columns (``camera_id,
+track_id, t, seq, aspect, rel_height, bottom, speed_bl_s, confidence, present, lying, baseline_height,
+x1, y1, x2, y2``) plus ``detections`` (detections kept in that frame) and ``alerts`` (the events of that
+frame for that track, ``rule:state:severity`` joined with ``;``). A frame without tracks still gets one row
+(``track_id`` null) so the notebooks see every frame and the camera-level alerts (which go on the frame's
+first row).
+
+Rows are buffered and written as ``part-<start>-<pid>-<n>.parquet`` every ``rows_per_part`` rows, every
+``flush_interval_s`` and on :meth:`Recorder.close`; each part is written to a temporary name and renamed,
+so a reader never sees half a file. After a worker crash the recording may miss the last unflushed rows,
+and replayed results can appear twice (dedupe on ``camera_id, seq, track_id`` if it matters).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+logger = logging.getLogger(__name__)
+
+PART_GLOB = "part-*.parquet"
+
+
+def _alert_text(alerts: Iterable[Any]) -> str:
+    return ";".join(f"{a.rule}:{a.state.value}:{a.severity.value}" for a in alerts)
+
+
+class Recorder:
+    """``with Recorder("runs/rec") as rec: rec.record(...)``. Thread-safe."""
+
+    def __init__(self, path: str | Path, *, rows_per_part: int = 5000, flush_interval_s: float = 10.0):
+        if rows_per_part < 1:
+            raise ValueError("rows_per_part must be >= 1")
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.rows_per_part = rows_per_part
+        self.flush_interval_s = flush_interval_s
+        self._rows: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._stem = f"part-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+        self._parts = 0
+        self._last_flush = time.monotonic()
+        self.rows_written = 0
+        self._closed = False
+
+    def record(
+        self,
+        camera_id: str,
+        seq: int,
+        t: float,
+        *,
+        detections: int,
+        features: Sequence[Any] = (),
+        alerts: Sequence[Any] = (),
+    ) -> None:
+        """Log one processed frame: ``features`` are TrackFeatures, ``alerts`` AlertEvents of that frame."""
+        frame = {"camera_id": camera_id, "seq": int(seq), "t": float(t), "detections": int(detections)}
+        by_track: dict[int | None, list[Any]] = {}
+        for alert in alerts:
+            by_track.setdefault(alert.track_id, []).append(alert)
+        rows: list[dict[str, Any]] = []
+        for feat in features:
+            row = feat.to_dict()
+            row.update(frame)
+            row["alerts"] = _alert_text(by_track.pop(row.get("track_id"), ()))
+            rows.append(row)
+        leftover = [a for group in by_track.values() for a in group]  # camera-level, or tracks without features
+        if not rows:
+            rows.append({**frame, "track_id": None, "alerts": _alert_text(leftover)})
+        elif leftover:
+            rows[0]["alerts"] = ";".join(x for x in (rows[0]["alerts"], _alert_text(leftover)) if x)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("recorder is closed")
+            self._rows.extend(rows)
+            due = len(self._rows) >= self.rows_per_part or (
+                time.monotonic() - self._last_flush >= self.flush_interval_s
+            )
+            if due:
+                self._flush_locked()
+
+    def record_outcome(self, camera_id: str, outcome: Any) -> None:
+        """Log a ``CameraLogic.process`` outcome (``seq, t, detections, features, alerts``)."""
+        self.record(
+            camera_id, outcome.seq, outcome.t, detections=len(outcome.detections),
+            features=outcome.features, alerts=outcome.alerts,
+        )
+
+    def flush(self) -> None:
+        with self._lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        self._last_flush = time.monotonic()
+        if not self._rows:
+            return
+        rows, self._rows = self._rows, []
+        columns: dict[str, None] = {}  # union of the rows' keys, in first-seen order
+        for row in rows:
+            columns.update(dict.fromkeys(row))
+        # (Table.from_pylist would take the columns of the first row only.)
+        table = pa.Table.from_pydict({name: [row.get(name) for row in rows] for name in columns})
+        name = f"{self._stem}-{self._parts:06d}.parquet"
+        self._parts += 1
+        tmp = self.path / f".{name}.tmp"
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, self.path / name)
+        self.rows_written += len(rows)
+        logger.debug("recorder: wrote %d rows to %s", len(rows), name)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._flush_locked()
+            self._closed = True
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_recording(path: str | Path) -> pd.DataFrame:
+    """All parts under ``path`` as one DataFrame, sorted by camera, time, seq and track."""
+    parts = sorted(Path(path).glob(PART_GLOB))
+    if not parts:
+        return pd.DataFrame(columns=["camera_id", "seq", "t", "track_id", "detections", "alerts"])
+    # Parts are read one by one: a part with only track-less frames has a null-typed column that a single
+    # dataset scan would refuse to unify with the float column of the others.
+    frames = [pq.read_table(p).to_pandas() for p in parts]
+    df = pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) else frames[0]
+    if "track_id" in df:
+        df["track_id"] = df["track_id"].astype("Int64")
+    return df.sort_values(["camera_id", "t", "seq", "track_id"], kind="stable", ignore_index=True)

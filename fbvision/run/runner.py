@@ -1,0 +1,203 @@
+"""The whole pipeline on one host: embedded Redis and backend when none is configured, each stage in its own
+supervised process, a live dashboard, and a run report at the end. ``runners/run_all.py`` is its CLI.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from fbvision.core.config import Settings
+from fbvision.core.redact import redact_url
+from fbvision.core.transport import Transport, TransportUnavailable
+from fbvision.run.redis_server import EmbeddedRedis, free_port
+from fbvision.run.stages import backend_stage, camera_stage, delivery_stage, inference_stage, logic_stage
+from fbvision.run.supervisor import CrashLoop, StageSpec, Supervisor
+
+logger = logging.getLogger(__name__)
+
+#: Stop order: sources first, so every frame already queued can still be inferred, judged and delivered.
+STOP_ORDER = ["camera", "inference", "logic", "delivery", "backend"]
+
+
+@dataclass
+class RunOutcome:
+    started_at: float
+    ended_at: float
+    exit_reason: str
+    restarts: dict[str, int]
+    run_dir: Path
+    report: dict = field(default_factory=dict)
+
+
+class PipelineRun:
+    """``PipelineRun(settings, run_dir).execute(duration_s)`` - or start()/step()/stop() for tests."""
+
+    def __init__(self, settings: Settings, run_dir: Path, *, dashboard: bool | None = None,
+                 log_level: int = logging.INFO, record: bool = True, drain_s: float = 10.0,
+                 preview: bool = False):
+        self.settings = settings
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.dashboard_enabled = settings.runner.dashboard if dashboard is None else dashboard
+        self.log_level = log_level
+        self.record = record
+        self.preview = preview  # annotated MP4 per synthetic camera at the end (needs the recording)
+        self.drain_s = drain_s
+        self.redis: EmbeddedRedis | None = None
+        self.redis_url = settings.redis.url
+        self.backend_url = settings.alerts.backend_url
+        self.backend_base: str | None = None
+        self.supervisor: Supervisor | None = None
+        self.transport: Transport | None = None
+        self.started_at = 0.0
+        self._signals = 0
+        self.exit_reason = "duration"
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.started_at = time.time()
+        if not self.redis_url:
+            self.redis = EmbeddedRedis().start()
+            self.redis_url = self.redis.url
+        self.transport = Transport.from_config(self.settings.redis, url=self.redis_url, client_name="fbv-runner")
+        self.transport.wait_ready()
+        specs: list[StageSpec] = []
+        if not self.backend_url:
+            port = free_port()
+            self.backend_base = f"http://127.0.0.1:{port}"
+            self.backend_url = f"{self.backend_base}/alerts"
+            specs.append(StageSpec("backend", backend_stage, (str(self.run_dir / "alerts.sqlite"), port)))
+        cfg = self.settings.model_dump_json()
+        recording = str(self.run_dir / "recording") if self.record else ""
+        specs += [
+            StageSpec("camera", camera_stage, (cfg, self.redis_url)),
+            StageSpec("inference", inference_stage, (cfg, self.redis_url)),
+            StageSpec("logic", logic_stage, (cfg, self.redis_url, "logic-1", recording)),
+            StageSpec("delivery", delivery_stage, (cfg, self.redis_url, self.backend_url)),
+        ]
+        self.supervisor = Supervisor(specs, max_restarts=self.settings.runner.max_restarts,
+                                     window_s=self.settings.runner.restart_window_s, log_level=self.log_level)
+        self.supervisor.start()
+        logger.info("pipeline started: redis %s, backend %s, run dir %s",
+                    redact_url(self.redis_url), self.backend_url, self.run_dir)
+
+    def install_signal_handlers(self) -> None:
+        """First Ctrl-C/SIGTERM: finish and report. Second: stop now."""
+
+        def handler(signum, frame):
+            self._signals += 1
+            if self._signals == 1:
+                self.exit_reason = f"signal {signal.Signals(signum).name}"
+                logger.warning("stopping: finishing in-flight work (press Ctrl-C again to stop at once)")
+            else:
+                logger.error("second signal: stopping now")
+                self.cold_stop()
+                raise SystemExit(130)
+
+        signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGTERM, handler)
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._signals > 0
+
+    def step(self) -> None:
+        """Supervise once (restart crashed stages)."""
+        restarted = self.supervisor.poll()
+        for name in restarted:
+            logger.error("stage %s crashed and was restarted", name)
+
+    def drain(self) -> None:
+        """After the cameras stop: let queued frames, results and alerts flow out (bounded)."""
+        deadline = time.monotonic() + self.drain_s
+        while time.monotonic() < deadline:
+            try:
+                busy = (self.transport.frame_queue_depth() + self.transport.result_backlog()
+                        + self.transport.outbox_pending())
+            except TransportUnavailable:
+                break
+            if busy == 0:
+                return
+            time.sleep(0.25)
+        logger.warning("drain timed out after %.0f s with work still queued", self.drain_s)
+
+    def warm_stop(self) -> None:
+        sup = self.supervisor
+        if sup is None:
+            return
+        camera = sup.running.get("camera")
+        if camera is not None:
+            camera.stop.set()
+            camera.process.join(10)
+        self.drain()
+        sup.stop(timeout_s=20, order=STOP_ORDER)
+
+    def cold_stop(self) -> None:
+        if self.supervisor is not None:
+            self.supervisor.kill()
+        if self.redis is not None:
+            self.redis.cleanup()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+        if self.redis is not None:
+            self.redis.cleanup()
+            self.redis = None
+
+    # -- reading the state -------------------------------------------------------------------------
+    def backend_alerts(self) -> list[dict]:
+        if self.backend_base is None and self.settings.alerts.backend_url:
+            return []  # an external backend: not ours to read
+        try:
+            reply = requests.get(f"{self.backend_base}/alerts", timeout=2)
+            reply.raise_for_status()
+            return reply.json()
+        except (requests.RequestException, ValueError):
+            return []
+
+    def execute(self, duration_s: float | None) -> RunOutcome:
+        from fbvision.run.dashboard import Dashboard
+        from fbvision.run.report import add_previews, add_snapshots, build_report, write_report
+
+        self.start()
+        dash = Dashboard(self, enabled=self.dashboard_enabled)
+        t_start = time.monotonic()
+        try:
+            with dash:
+                while not self.stop_requested:
+                    if duration_s is not None and time.monotonic() - t_start >= duration_s:
+                        break
+                    try:
+                        self.step()
+                    except CrashLoop as exc:
+                        self.exit_reason = f"crash loop: {exc}"
+                        logger.critical("%s", exc)
+                        break
+                    dash.update()
+                    time.sleep(0.5)
+                self.warm_stop()
+            ended = time.time()
+            report = build_report(self, ended)
+            try:
+                add_snapshots(report, self)
+            except Exception:  # snapshots are a nicety: never lose the report over them
+                logger.exception("alert snapshots failed")
+            if self.preview:
+                try:
+                    add_previews(report, self)
+                except Exception:  # the same: a nicety
+                    logger.exception("previews failed")
+            write_report(report, self.run_dir)
+            return RunOutcome(self.started_at, ended, self.exit_reason, dict(self.supervisor.restart_counts),
+                              self.run_dir, report)
+        finally:
+            self.cold_stop()
+            self.close()
+

@@ -1,0 +1,91 @@
+"""Process entry points of the stages: build the stage from a serialised config and run it until stopped.
+
+Each function's arguments are plain strings (the config as JSON, URLs, names) so that it can be started
+with the ``spawn`` method by :mod:`fbvision.run.supervisor`, from ``runners/run_*.py`` or from ``fbvision``
+subcommands. The last argument is always the stop event.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from pathlib import Path
+
+from fbvision.core.config import Settings
+from fbvision.core.transport import Transport
+
+logger = logging.getLogger(__name__)
+
+
+def _setup(settings_json: str, redis_url: str, role: str) -> tuple[Settings, Transport]:
+    settings = Settings.model_validate_json(settings_json)
+    transport = Transport.from_config(settings.redis, url=redis_url, client_name=f"fbv-{role}")
+    if settings.runner.prometheus_port:
+        from fbvision.core import metrics
+
+        offset = {"logic": 0, "inference": 1, "camera": 2, "delivery": 3}.get(role, 4)
+        metrics.enable_prometheus(settings.runner.prometheus_port + offset)
+    return settings, transport
+
+
+def default_name(role: str) -> str:
+    return f"{role}@{socket.gethostname()}:{os.getpid()}"
+
+
+def camera_stage(settings_json: str, redis_url: str, stop) -> None:
+    from fbvision.camera.manager import CameraManager
+    from fbvision.core.modelinfo import load_model_info
+
+    settings, transport = _setup(settings_json, redis_url, "camera")
+    height, width = load_model_info(settings.model.resolved_path()).input_size
+    try:
+        CameraManager(settings, transport, (width, height), name=default_name("camera"),
+                      offline_after_s=settings.logic.rules.camera_offline.stale_after_s).run(stop)
+    finally:
+        transport.close()
+
+
+def inference_stage(settings_json: str, redis_url: str, stop) -> None:
+    from fbvision.inference.worker import InferenceWorker
+
+    settings, transport = _setup(settings_json, redis_url, "inference")
+    try:
+        InferenceWorker(settings, transport, name=default_name("inference"),
+                        autotune_budget_s=settings.inference.autotune_budget_s).run(stop)
+    finally:
+        transport.close()
+
+
+def logic_stage(settings_json: str, redis_url: str, worker_id: str, recording_dir: str, stop) -> None:
+    from fbvision.logic.recorder import Recorder
+    from fbvision.logic.worker import LogicWorker
+
+    settings, transport = _setup(settings_json, redis_url, "logic")
+    recorder = Recorder(Path(recording_dir)) if recording_dir else None
+    try:
+        LogicWorker(settings, transport, worker_id or default_name("logic"), recorder=recorder).run(stop)
+    finally:
+        if recorder is not None:
+            recorder.close()
+        transport.close()
+
+
+def delivery_stage(settings_json: str, redis_url: str, backend_url: str, stop) -> None:
+    from fbvision.alerts.delivery import AlertDelivery
+
+    settings, transport = _setup(settings_json, redis_url, "delivery")
+    try:
+        AlertDelivery(transport, settings.alerts, f"delivery@{socket.gethostname()}", backend_url=backend_url or None,
+                      claim_idle_s=settings.alerts.claim_idle_s).run(stop)
+    finally:
+        transport.close()
+
+
+def backend_stage(db_path: str, port: int, stop) -> None:
+    from fbvision.alerts.backend import EmbeddedBackend
+
+    with EmbeddedBackend(db_path, port=port) as backend:
+        logger.info("embedded alert backend at %s (SQLite %s)", backend.url, db_path)
+        while not stop.wait(1.0):
+            pass
