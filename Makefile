@@ -16,6 +16,7 @@ bench: setup-test
 
 lint: setup-test
 	.venv/bin/ruff check fbvision runners export benchmarks tests
+	.venv/bin/lint-imports
 
 setup-run:
 	@bash scripts/setup.sh run

@@ -167,7 +167,7 @@ def stall_images(n: int, seed: int = 11) -> list[np.ndarray]:
 
 
 def frame_messages(n: int, imgsz: int, *, jpeg_quality: int = 85, seed: int = 11) -> list:
-    """``n`` wire :class:`FrameMessage` s as the producer makes them: letterboxed to ``imgsz``, JPEG q85,
+    """``n`` wire :class:`FrameMessage` s as the camera manager makes them: letterboxed to ``imgsz``, JPEG q85,
     stamped now (their age is irrelevant to throughput)."""
     import cv2
 

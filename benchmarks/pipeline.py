@@ -228,7 +228,7 @@ def run_pipeline(spec: RunSpec, redis_url: str, redis_pid: int | None = None, *,
         # -- measurement window ---------------------------------------------------------------------------
         recording = RecordingLatency()
         logic.latency = recording
-        before = {s: transport.stats(s) for s in ("inference", "queue", "producer")}
+        before = {s: transport.stats(s) for s in ("inference", "queue", "camera")}
         logic_before = logic.counters.snapshot()
         pids = {"inference": [inference.pid], "camera": [p.pid for p in camera_procs], "redis": [redis_pid],
                 "logic+bench": [None]}
@@ -247,7 +247,7 @@ def run_pipeline(spec: RunSpec, redis_url: str, redis_pid: int | None = None, *,
         logic.latency = LatencyStats()
         records = recording.take()
         time.sleep(1.2)  # the workers flush counters about once a second
-        after = {s: transport.stats(s) for s in ("inference", "queue", "producer")}
+        after = {s: transport.stats(s) for s in ("inference", "queue", "camera")}
         logic_after = logic.counters.snapshot()
         candidates = _candidates_per_result(transport)
     finally:
@@ -291,10 +291,10 @@ def summarise(spec: RunSpec, records, counters, logic_counters, rss, elapsed, re
     sizes = {int(k.split(":")[1]): int(v) for k, v in inf.items() if k.startswith("batch_size:")}
     drops = {f"inference:{k.split(':', 1)[1]}": int(v) for k, v in inf.items() if k.startswith("dropped:")}
     drops.update({f"queue:{k.split(':', 1)[1]}": int(v) for k, v in counters["queue"].items() if k.startswith("dropped:")})
-    drops.update({f"producer:{k.split(':', 1)[1]}": int(v) for k, v in counters["producer"].items()
+    drops.update({f"camera:{k.split(':', 1)[1]}": int(v) for k, v in counters["camera"].items()
                   if k.startswith("dropped:") and k.count(":") == 1})
     drops.update({f"logic:{k.split(':', 1)[1]}": int(v) for k, v in logic_counters.items() if k.startswith("dropped:")})
-    read = counters["producer"].get("frames_read", 0.0)
+    read = counters["camera"].get("frames_read", 0.0)
     rss_summary = {}
     for name, series in rss.items():
         if not series:

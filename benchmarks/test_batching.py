@@ -1,6 +1,6 @@
 """Batching ratio: the same frames through the same model, sequentially and batched, side by side in one run.
 
-Every mode turns the same wire frames (letterboxed 640² JPEGs of synthetic stalls, as the producer pushes them)
+Every mode turns the same wire frames (letterboxed 640² JPEGs of synthetic stalls, as the camera manager pushes them)
 into encoded result messages:
 
 * ``sequential`` - what a naive per-camera loop does: decode one JPEG, run the model on one image, reduce the

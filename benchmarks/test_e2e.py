@@ -47,7 +47,7 @@ def test_overload(benchmark, model_key, model_paths, tuned, prof, bench_redis, s
     offered = prof.overload_factor * sustained
     fps = max(prof.e2e_fps, 1.0)
     cameras = math.ceil(offered / fps)
-    if cameras > 32:  # a tiny or fast model: fewer cameras at a higher rate (the producer has its limits)
+    if cameras > 32:  # a tiny or fast model: fewer cameras at a higher rate (the camera manager has its limits)
         cameras = 32
         fps = min(60.0, offered / cameras)
     spec = _spec(prof, model_paths[model_key], tuned, cameras=cameras, fps=round(fps, 2), frame_queue_cap=64,

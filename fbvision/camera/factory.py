@@ -14,7 +14,7 @@ from fbvision.camera.source import FrameSource, SourceError, StatusSink
 from fbvision.core.redact import redact_url
 
 if TYPE_CHECKING:
-    from fbvision.core.config import CameraConfig, ProducerConfig
+    from fbvision.core.config import CameraConfig, CameraManagerConfig
 
 
 logger = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def load_scenario(name: str):
 
 def open_source(
     camera: CameraConfig,
-    producer: ProducerConfig | None = None,
+    manager_config: CameraManagerConfig | None = None,
     *,
     status_sink: StatusSink | None = None,
     offline_after_s: float | None = None,
@@ -73,16 +73,16 @@ def open_source(
     Invalid specs (unknown scenario, missing file, bad device index) raise ValueError here: that is a
     configuration mistake, not an outage. Nothing is opened yet; the first ``read()`` connects.
     """
-    from fbvision.core.config import ProducerConfig
+    from fbvision.core.config import CameraManagerConfig
 
-    producer = producer or ProducerConfig()
+    manager_config = manager_config or CameraManagerConfig()
     spec = camera.source.strip()
     kind = source_kind(spec)
     description = describe_source(spec)
     # FFmpeg probes a new RTSP stream for up to a few seconds before the open returns; reads only wait for
     # the next frame, so the watchdog bounds them.
-    open_timeout = min(max(10.0, 2.0 * producer.watchdog_s), 60.0)
-    read_timeout = min(max(1.0, producer.watchdog_s), 30.0)
+    open_timeout = min(max(10.0, 2.0 * manager_config.watchdog_s), 60.0)
+    read_timeout = min(max(1.0, manager_config.watchdog_s), 30.0)
     opener: Callable[[], Capture]
 
     if kind == "synthetic":
@@ -111,7 +111,7 @@ def open_source(
 
         def opener() -> Capture:
             return CvCapture(
-                spec, kind, description=description, hw_decode=producer.hw_decode, loop=camera.loop,
+                spec, kind, description=description, hw_decode=manager_config.hw_decode, loop=camera.loop,
                 realtime=realtime, clock=clock, sleep=sleep,
             )
 
@@ -119,7 +119,7 @@ def open_source(
         # One open per attempt (a dead camera costs one open timeout, not two). With hardware decoding asked
         # for, a failed attempt makes the next one try software and vice versa; every new connection starts
         # with hardware again, so an outage never leaves a source in software for good.
-        hw_next = [producer.hw_decode]
+        hw_next = [manager_config.hw_decode]
 
         def opener() -> Capture:
             use_hw = hw_next[0]
@@ -129,16 +129,16 @@ def open_source(
                     open_timeout_s=open_timeout, read_timeout_s=read_timeout, clock=clock, sleep=sleep,
                 )
             except SourceError:
-                hw_next[0] = producer.hw_decode and not use_hw
+                hw_next[0] = manager_config.hw_decode and not use_hw
                 raise
-            if producer.hw_decode and not use_hw:
+            if manager_config.hw_decode and not use_hw:
                 logger.debug("camera %s: connected with software decoding", camera.id)
-            hw_next[0] = producer.hw_decode
+            hw_next[0] = manager_config.hw_decode
             return capture
 
     return FrameSource(
-        camera.id, opener, fps=camera.fps, description=description, watchdog_s=producer.watchdog_s,
-        reconnect_initial_s=producer.reconnect_initial_s, reconnect_max_s=producer.reconnect_max_s,
-        offline_after_s=offline_after_s, status_interval_s=producer.status_interval_s, status_sink=status_sink,
+        camera.id, opener, fps=camera.fps, description=description, watchdog_s=manager_config.watchdog_s,
+        reconnect_initial_s=manager_config.reconnect_initial_s, reconnect_max_s=manager_config.reconnect_max_s,
+        offline_after_s=offline_after_s, status_interval_s=manager_config.status_interval_s, status_sink=status_sink,
         clock=clock, wall=wall, sleep=sleep, rng=rng,
     )

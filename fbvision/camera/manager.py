@@ -26,7 +26,7 @@ import numpy as np
 
 from fbvision.camera.factory import open_source
 from fbvision.camera.source import FrameSource, SourceState
-from fbvision.core.config import CameraConfig, ProducerConfig, Settings
+from fbvision.core.config import CameraConfig, CameraManagerConfig, Settings
 from fbvision.core.letterbox import Letterbox, letterbox
 from fbvision.core.loop import LogThrottle
 from fbvision.core.transport import Transport, TransportUnavailable, message_id, new_token
@@ -34,7 +34,7 @@ from fbvision.core.wire import FrameMessage, WireError, encode_frame
 
 logger = logging.getLogger(__name__)
 
-STAGE = "producer"
+STAGE = "camera"
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ class CameraManager:
 
     ``input_size`` is the model input as **(width, height)** - what :func:`fbvision.core.letterbox.letterbox`
     takes (note: ``ModelInfo.input_size`` is (height, width)). ``seq`` of each camera starts at the wall
-    clock in milliseconds when the manager starts, then counts frames, so a restarted producer never reuses a
+    clock in milliseconds when the manager starts, then counts frames, so a restarted camera manager never reuses a
     sequence number (``seq_start`` overrides it).
     """
 
@@ -72,7 +72,7 @@ class CameraManager:
         config: Settings | Sequence[CameraConfig],
         transport: Transport,
         input_size: tuple[int, int],
-        producer: ProducerConfig | None = None,
+        manager_config: CameraManagerConfig | None = None,
         *,
         name: str | None = None,
         offline_after_s: float | None = None,
@@ -83,10 +83,10 @@ class CameraManager:
     ):
         if isinstance(config, Settings):
             cameras = list(config.cameras)
-            producer = producer or config.producer
+            manager_config = manager_config or config.camera
         else:
             cameras = list(config)
-        self.producer = producer or ProducerConfig()
+        self.manager_config = manager_config or CameraManagerConfig()
         self.cameras = [c for c in cameras if c.enabled]
         if not self.cameras:
             logger.warning("camera manager has no enabled cameras")
@@ -99,7 +99,7 @@ class CameraManager:
         self.stats_interval_s = stats_interval_s
         self.max_buffered = max_buffered or max(16, 4 * len(self.cameras))
         self._seq_start = int(time.time() * 1000) if seq_start is None else int(seq_start)
-        self._encode_params = [cv2.IMWRITE_JPEG_QUALITY, int(self.producer.jpeg_quality)]
+        self._encode_params = [cv2.IMWRITE_JPEG_QUALITY, int(self.manager_config.jpeg_quality)]
 
         self._lock = threading.Lock()
         self._wakeup = threading.Condition(self._lock)
@@ -121,7 +121,7 @@ class CameraManager:
         self.sources: dict[str, FrameSource] = {}
         for cam in self.cameras:
             self.sources[cam.id] = source_factory(
-                cam, self.producer, status_sink=self._on_status, offline_after_s=offline_after_s
+                cam, self.manager_config, status_sink=self._on_status, offline_after_s=offline_after_s
             )
 
     # -- the worker shape ---------------------------------------------------------------------------------------
@@ -135,7 +135,7 @@ class CameraManager:
             self._threads.append(thread)
         logger.info(
             "camera manager %s: %d cameras, input %dx%d, jpeg q%d", self.name, len(self.cameras),
-            self.input_size[0], self.input_size[1], self.producer.jpeg_quality,
+            self.input_size[0], self.input_size[1], self.manager_config.jpeg_quality,
         )
         backoff = 0.0
         last_flush = time.monotonic()
@@ -293,7 +293,7 @@ class CameraManager:
             self._pushes += 1
             for f in counted:  # a frame an earlier attempt of ours pushed (reply lost) is in the queue once
                 self._counters[f.camera_id].pushed += 1
-            # The queue cap dropped the oldest frames in Redis (any producer's); the transport counts them in
+            # The queue cap dropped the oldest frames in Redis (any camera manager's); the transport counts them in
             # stats:queue, here only this manager's total is kept.
             self._queue_full_drops += pushed.dropped_by_cap
 

@@ -23,7 +23,7 @@ class Candidates:
     class_ids: np.ndarray  # int32 [n]
 
     def __post_init__(self) -> None:
-        # Canonical dtypes whatever the producer of the arrays used (no copy when already right).
+        # Canonical dtypes whatever the camera manager of the arrays used (no copy when already right).
         object.__setattr__(self, "xyxy", np.asarray(self.xyxy, dtype=np.float32))
         object.__setattr__(self, "scores", np.asarray(self.scores, dtype=np.float32))
         object.__setattr__(self, "class_ids", np.asarray(self.class_ids, dtype=np.int32))

@@ -110,7 +110,7 @@ class InferenceConfig(Strict):
     )
 
 
-class ProducerConfig(Strict):
+class CameraManagerConfig(Strict):
     jpeg_quality: int = Field(85, ge=10, le=100, description="JPEG quality of the letterboxed frame.")
     reconnect_initial_s: float = Field(0.5, gt=0, le=60, description="First reconnection delay after a failure.")
     reconnect_max_s: float = Field(10.0, gt=0, le=600, description="Longest reconnection delay (exponential + jitter).")
@@ -168,7 +168,7 @@ class Settings(Strict):
     redis: RedisConfig = Field(default_factory=RedisConfig, description="Redis connection and queue sizes.")
     model: ModelConfig = Field(default_factory=ModelConfig, description="The detector.")
     inference: InferenceConfig = Field(default_factory=InferenceConfig, description="Batch inference worker.")
-    producer: ProducerConfig = Field(default_factory=ProducerConfig, description="Camera manager.")
+    camera: CameraManagerConfig = Field(default_factory=CameraManagerConfig, description="The camera manager (the camera stage).")
     cameras: list[CameraConfig] = Field(default_factory=list, max_length=1024, description="The cameras.")
     logic: LogicConfig = Field(default_factory=LogicConfig, description="Logic worker: NMS, tracking, rules.")
     alerts: AlertsConfig = Field(default_factory=AlertsConfig, description="Alert delivery to the backend.")
@@ -283,6 +283,9 @@ def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | N
     if not isinstance(tree, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top, not {type(tree).__name__}")
     tree = apply_env_overrides(tree, environ)
+    if "producer" in tree:  # renamed in 0.2: one name per stage (config, CLI, counters, metrics, docs)
+        raise ConfigError(f"invalid configuration ({path}): producer: the section is now called camera: "
+                          "(the camera manager's settings); rename the key (FBV_PRODUCER__X -> FBV_CAMERA__X)")
     try:
         return Settings.model_validate(tree)
     except ValidationError as exc:

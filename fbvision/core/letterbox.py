@@ -2,7 +2,7 @@
 
 Matches Ultralytics' ``LetterBox`` (centred padding, ``scale = min(dst_w/src_w, dst_h/src_h)``, each side
 of the resized image rounded, padding split with the same ``round(d -/+ 0.1)`` rule) so a model trained or
-validated with Ultralytics sees the same pixels here. The producer calls :func:`letterbox` on every frame;
+validated with Ultralytics sees the same pixels here. The camera manager calls :func:`letterbox` on every frame;
 the inference worker calls :meth:`Letterbox.to_source` on every candidate box.
 """
 

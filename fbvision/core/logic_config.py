@@ -185,7 +185,7 @@ class HorseAbsentRule(RuleConfig):
 
 
 class CameraOfflineRule(RuleConfig):
-    """The producer reports the camera offline, or no frame arrived for a while."""
+    """The camera manager reports the camera offline, or no frame arrived for a while."""
 
     stale_after_s: float = Field(
         default=2.0,

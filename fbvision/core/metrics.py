@@ -46,7 +46,7 @@ _HISTOGRAM_BUCKETS = (
 
 def stage_durations(timeline: object, logic_start: float, logic_end: float) -> dict[str, float]:
     """Seconds spent in each stage. ``timeline`` has the six wire timestamps as attributes; a stage whose
-    start or end was never stamped (0.0, e.g. a producer that does not stamp push time) is left out.
+    start or end was never stamped (0.0, e.g. a camera manager that does not stamp push time) is left out.
     Stages across hosts can come out slightly negative when clocks disagree: they are kept, not hidden."""
     stamps = {name: float(getattr(timeline, name, 0.0) or 0.0) for _, a, b in STAGES for name in (a, b)}
     stamps["logic_start"] = float(logic_start)

@@ -258,13 +258,13 @@ def new_token() -> str:
 
 
 def message_id(camera_id: str, seq: int, capture_ts: float) -> str:
-    """What makes a frame (and its result) unique, even across producer restarts that reuse a ``seq``."""
+    """What makes a frame (and its result) unique, even across camera manager restarts that reuse a ``seq``."""
     return f"{camera_id}\x1f{seq}\x1f{capture_ts!r}"
 
 
 @dataclass(frozen=True)
 class PushResult:
-    dropped_by_cap: int  # oldest frames the queue cap trimmed away (any producer's)
+    dropped_by_cap: int  # oldest frames the queue cap trimmed away (any camera manager's)
     retried: int  # skipped: already pushed by an earlier attempt with the same token (in the queue once)
     duplicates: int  # skipped: pushed before by another write
 

@@ -62,7 +62,7 @@ class FrameMessage:
     camera_id: str
     seq: int
     capture_ts: float  # unix seconds, when the frame was read from the source
-    push_ts: float  # unix seconds, when the producer pushed it to Redis
+    push_ts: float  # unix seconds, when the camera manager pushed it to Redis
     src_w: int  # size of the original frame, before letterboxing
     src_h: int
     input_w: int  # size of the letterboxed image inside the JPEG

@@ -148,7 +148,7 @@ def truth_candidates(
 
 
 class _Detector:
-    """The inference worker's path on CPU: letterbox (+ the producer's JPEG), BGR->RGB /255, ORT, decode."""
+    """The inference worker's path on CPU: letterbox (+ the camera manager's JPEG), BGR->RGB /255, ORT, decode."""
 
     def __init__(self, path: Path, *, threads: int, conf_floor: float, top_k: int, jpeg_quality: int | None):
         import onnxruntime as ort

@@ -3,7 +3,7 @@ one JPEG snapshot per raised alert.
 
 The pipeline keeps no frames (they are letterboxed JPEGs in Redis and gone once inferred), so for
 **synthetic cameras** the frame a result came from is rendered again: the scene is deterministic per frame
-index, and the producer publishes the wall time of scene frame 0 in each camera's status (``scene_t0``), so
+index, and the camera manager publishes the wall time of scene frame 0 in each camera's status (``scene_t0``), so
 
     scene index = floor((capture_t - scene_t0) * scene_fps)      (modulo the scene length when it loops)
 
@@ -70,7 +70,7 @@ class SyntheticScene:
         return self.renderer.scenario.name
 
     def index(self, t: float) -> int:
-        """Scene frame index the producer rendered for capture time ``t`` (clamped when not looping)."""
+        """Scene frame index the camera manager rendered for capture time ``t`` (clamped when not looping)."""
         r = self.renderer
         i = math.floor((t - self.scene_t0) * r.fps + 1e-3)
         if self.loop:

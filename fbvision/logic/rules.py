@@ -99,7 +99,7 @@ def horse_absent(present_tracks: int) -> float:
 def camera_offline(
     t: float, last_frame_t: float | None, camera_online: bool | None, params: CameraOfflineRule
 ) -> float:
-    """1.0 when the producer says the camera is offline, or no frame came for ``stale_after_s``."""
+    """1.0 when the camera manager says the camera is offline, or no frame came for ``stale_after_s``."""
     if camera_online is False:
         return 1.0
     if last_frame_t is None:

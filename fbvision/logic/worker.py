@@ -362,7 +362,7 @@ class LogicWorker:
             state = (statuses.get(cam) or {}).get("state")
             online = None if state is None else state == "online"
             # Results still queued for the camera (a previous owner's, or a backlog) are older than `now`:
-            # process them first, unless the producer itself says the camera is down.
+            # process them first, unless the camera manager itself says the camera is down.
             if partition not in self.held or (partition in behind and online is not False):
                 continue
             logic = self._logic_for(cam)

@@ -27,7 +27,7 @@ def collect(run: PipelineRun) -> dict:
     t = run.transport
     state = {"at": time.time(), "ok": True}
     try:
-        state["producer"] = t.stats("producer")
+        state["camera"] = t.stats("camera")
         state["inference"] = t.stats("inference")
         state["logic"] = t.stats("logic")
         state["delivery"] = t.stats("delivery")
@@ -55,7 +55,7 @@ def batch_mix(inference_stats: dict) -> dict[int, int]:
 
 def drops(state: dict) -> dict[str, int]:
     out: dict[str, int] = {}
-    for stage in ("producer", "queue", "inference", "logic", "delivery"):
+    for stage in ("camera", "queue", "inference", "logic", "delivery"):
         for key, value in state.get(stage, {}).items():
             if key.startswith("dropped:") and key.count(":") == 1:
                 out[f"{stage}:{key.split(':', 1)[1]}"] = int(value)
@@ -93,7 +93,7 @@ class Dashboard:
             if self._live is not None:
                 self._live.update(f"[red]Redis unavailable: {state['error']}[/red]")
             return
-        pushed = {k.split(":", 1)[1]: v for k, v in state["producer"].items() if k.startswith("frames_pushed:")}
+        pushed = {k.split(":", 1)[1]: v for k, v in state["camera"].items() if k.startswith("frames_pushed:")}
         if self._prev is not None:
             dt = now - self._prev[0]
             self.fps = {cam: (n - self._prev[1].get(cam, 0)) / dt for cam, n in pushed.items()} if dt > 0 else {}
@@ -114,7 +114,7 @@ class Dashboard:
         for cam_id, status in sorted(state["cameras"].items()):
             st = status.get("state", "?")
             cams.add_row(cam_id, f"[{STATE_STYLE.get(st, 'white')}]{st}[/]", f"{self.fps.get(cam_id, 0):.1f}",
-                         str(state["producer"].get(f"frames_pushed:{cam_id}", 0)))
+                         str(state["camera"].get(f"frames_pushed:{cam_id}", 0)))
 
         inf = state["inference"]
         mix = batch_mix(inf)

@@ -89,7 +89,7 @@ def build_report(run: PipelineRun, ended_at: float) -> dict:
         "autotune": snap_inf.get("autotune"),
         "config": json.loads(redact_url(run.settings.model_dump_json())),
         "frames": {
-            "pushed_per_camera": {k.split(":", 1)[1]: int(v) for k, v in state.get("producer", {}).items()
+            "pushed_per_camera": {k.split(":", 1)[1]: int(v) for k, v in state.get("camera", {}).items()
                                   if k.startswith("frames_pushed:")},
             "inferred": frames_out,
             "judged": int(state.get("logic", {}).get("results", 0)),

@@ -1,6 +1,6 @@
 """Synthetic stall scenes with per-frame ground truth: horses standing, walking, running, lying and rolling.
 
-Pure numpy/OpenCV/pandas (no torch): the producer renders it live, tests and the demo model's training use
+Pure numpy/OpenCV/pandas (no torch): the camera manager renders it live, tests and the demo model's training use
 the same code. See docs/model.md for the scenario format and the motion semantics.
 """
 

@@ -118,7 +118,7 @@ def write_yolo_split(
     """Write ``images/`` and ``labels/`` (class 0 = horse) for ``seeds``; returns the number of images.
 
     Frames are downscaled so the long side is ``long_side`` (the detector's input size: it would letterbox
-    them to that anyway) and JPEG-compressed at a random quality, like the producer's wire format.
+    them to that anyway) and JPEG-compressed at a random quality, like the camera manager's wire format.
     """
     images, labels = folder / "images", folder / "labels"
     images.mkdir(parents=True, exist_ok=True)

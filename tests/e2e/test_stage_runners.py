@@ -48,7 +48,7 @@ def test_three_stage_runners_share_one_redis(tmp_path):
             statuses = t.camera_statuses()
             assert set(statuses) == {"barn-a", "barn-b"}
             assert all(s["state"] == "online" for s in statuses.values())
-            pushed = t.stats("producer")
+            pushed = t.stats("camera")
             assert pushed.get("frames_pushed:barn-a", 0) > 0 and pushed.get("frames_pushed:barn-b", 0) > 0
         finally:
             outputs = {}

@@ -37,7 +37,7 @@ logger = logging.getLogger("fbv.fault")
 
 DEMO_MODEL = REPO_ROOT / "models" / "horse-demo-yolo11n-320.onnx"
 REDIS_PASSWORD = "fault-suite-pw-7d1e"  # a test secret: must never show in a log or report
-STAGES_COUNTED = ("producer", "queue", "inference", "logic", "delivery")
+STAGES_COUNTED = ("camera", "queue", "inference", "logic", "delivery")
 
 #: Rows of the end-of-session table (``pytest_terminal_summary`` in tests/fault/conftest.py prints them).
 SUMMARY_ROWS: list[dict] = []
@@ -538,7 +538,7 @@ class FaultPipeline:
     def frame_balance(self) -> dict:
         """Frames in vs frames out, by reason, over the whole run (from the final counters)."""
         f = self.final
-        prod, queue, inf, logic = f["producer"], f["queue"], f["inference"], f["logic"]
+        prod, queue, inf, logic = f["camera"], f["queue"], f["inference"], f["logic"]
         injected_frames = self.injected.get("frames", 0)
         injected_results = self.injected.get("results", 0)
         inf_drops = {k: int(v) for k, v in inf.items() if k.startswith("dropped:") and k.count(":") == 1}
@@ -549,7 +549,7 @@ class FaultPipeline:
         return {
             "read": int(prod.get("frames_read", 0)),
             "pushed": pushed,
-            "producer_drops": {k: int(v) for k, v in prod.items() if k.startswith("dropped:") and k.count(":") == 1},
+            "camera_drops": {k: int(v) for k, v in prod.items() if k.startswith("dropped:") and k.count(":") == 1},
             "queue_full": int(queue.get("dropped:queue_full", 0)),
             "injected_frames": injected_frames,
             "popped": frames_in,

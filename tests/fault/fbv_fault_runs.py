@@ -239,7 +239,7 @@ def workers_and_backend(base: Path) -> RunResult:
         cameras["cam-rtsp"] = f"rtsp://{RTSP_USER}:{RTSP_PASSWORD}@127.0.0.1:{server.port}{server.path}"
     settings = h.make_settings(
         cameras, overrides={"cam-rtsp": RTSP_OVERRIDE},
-        producer={"watchdog_s": 3.0, "reconnect_initial_s": 0.5, "reconnect_max_s": 2.0},
+        camera={"watchdog_s": 3.0, "reconnect_initial_s": 0.5, "reconnect_max_s": 2.0},
         model={"intra_op_threads": 1},  # two workers on two cores: one thread each
     )
     run = h.FaultPipeline(settings, base / "workers", inference_workers=2, logic_workers=2,
@@ -484,7 +484,7 @@ def overload(base: Path) -> RunResult:
         load.stop()
         d = h.counter_delta(rec.before, rec.after)
         secs = rec.ended - rec.started
-        offered = offered_gen + d.get("producer:frames_pushed", 0) + d.get("producer:dropped:buffer_full", 0)
+        offered = offered_gen + d.get("camera:frames_pushed", 0) + d.get("camera:dropped:buffer_full", 0)
         inferred = d.get("inference:frames_out", 0)
         result.extra.update(offered_fps=round(offered / secs, 1), inferred_fps=round(inferred / secs, 1),
                             ratio=round(offered / max(1, inferred), 2), latency=latency,

@@ -56,9 +56,9 @@ def test_counters_explain_every_dropped_frame(overload_run):
     b = overload_run.run.frame_balance()
     print(b)
     assert b["unaccounted_queue"] == 0 and b["unaccounted_inference"] == 0 and b["unaccounted_logic"] == 0, b
-    assert b["read"] == b["pushed"] + sum(b["producer_drops"].values()), b
+    assert b["read"] == b["pushed"] + sum(b["camera_drops"].values()), b
     assert b["injected_frames"] > 0  # the load generator's frames are in the balance
-    h.FIGURES.append(f"overload frames: read {b['read']}, producer buffer drops {b['producer_drops']}, "
+    h.FIGURES.append(f"overload frames: read {b['read']}, camera manager buffer drops {b['camera_drops']}, "
                      f"queue cap drops {b['queue_full']}, stale {b['inference_drops'].get('dropped:stale', 0)}, "
                      f"inferred {b['inferred']}, judged {b['judged']}")
 

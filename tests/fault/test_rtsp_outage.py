@@ -1,4 +1,4 @@
-"""The RTSP server of one camera stopped, then restarted on the same port (run B): the producer reports the
+"""The RTSP server of one camera stopped, then restarted on the same port (run B): the camera manager reports the
 camera down, the logic raises camera_offline (threshold 3 s for this camera), and when the stream is back the
 alert is resolved - one raised and one resolved event, no other camera affected."""
 

@@ -464,7 +464,7 @@ def test_tick_raises_camera_offline_from_the_producers_status(transport):
     got = outbox_alerts(transport)
     assert [(a.camera_id, a.rule, a.state.value) for a in got] == [(cam, "camera_offline", "raised")]
     assert transport.load_episodes(cam)[UNSENT_KEY] == []
-    # the producer says online again, a frame arrives: resolved
+    # the camera manager says online again, a frame arrives: resolved
     transport.set_camera_status(cam, {"state": "online", "since": now[0]})
     transport.publish_results([(cam, result_bytes(cam, 0, now[0] + 0.1, STAND))])
     for _ in range(10):  # first the (empty) pending lists of the four partitions, then the new result

@@ -1,5 +1,5 @@
 """Camera manager on a real RTSP stream (GStreamer RTSP server serving a synthetic H.264 MP4), an RTSP outage
-and recovery without restarting the producer, and producer + inference worker side by side."""
+and recovery without restarting the camera manager, and producer + inference worker side by side."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from fbv_testutil import wait_for
 
 from fbvision.camera.manager import CameraManager
-from fbvision.core.config import CameraConfig, InferenceConfig, ModelConfig, ProducerConfig
+from fbvision.core.config import CameraConfig, CameraManagerConfig, InferenceConfig, ModelConfig
 from fbvision.core.letterbox import compute_letterbox
 from fbvision.core.wire import decode_frame, decode_result
 from fbvision.inference.worker import InferenceWorker
@@ -30,8 +30,8 @@ def with_credentials(url: str) -> str:
     return url.replace("rtsp://", f"rtsp://viewer:{PASSWORD}@")
 
 
-def producer_config() -> ProducerConfig:
-    return ProducerConfig(watchdog_s=2.0, reconnect_initial_s=0.2, reconnect_max_s=1.0, status_interval_s=0.25)
+def producer_config() -> CameraManagerConfig:
+    return CameraManagerConfig(watchdog_s=2.0, reconnect_initial_s=0.2, reconnect_max_s=1.0, status_interval_s=0.25)
 
 
 def test_rtsp_frames_arrive_and_the_producer_rides_out_a_server_outage(rtsp_server, transport, caplog):

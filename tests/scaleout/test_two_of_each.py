@@ -24,9 +24,9 @@ def test_both_workers_of_each_stage_did_work(workers_run):
     run = workers_run.run
     snaps = run.final["snapshots"]
     assert len(run.camera_groups) == 2 and run.inference_workers == 2 and run.logic_workers == 2
-    pushed = {k.split(":", 1)[1] for k, v in run.final["producer"].items() if k.startswith("frames_pushed:") and v}
+    pushed = {k.split(":", 1)[1] for k, v in run.final["camera"].items() if k.startswith("frames_pushed:") and v}
     assert pushed == {c.id for c in run.settings.cameras}, pushed
-    producers = [n for n, s in snaps.items() if n.startswith("producer:")]
+    producers = [n for n, s in snaps.items() if n.startswith("camera:")]
     inferring = [n for n, s in snaps.items() if n.startswith("inference:") and (s.get("counters") or {}).get("frames_out")]
     judging = [n for n, s in snaps.items() if n.startswith("logic:") and (s.get("counters") or {}).get("results")]
     assert len(producers) >= 2 and len(inferring) >= 2 and len(judging) >= 2, (producers, inferring, judging)

@@ -29,7 +29,7 @@ def test_rtsp_credentials_masked_in_logs_and_status(caplog):
 
     port = free_port()  # nothing listens there: the camera fails to connect, and logs it
     source = f"rtsp://admin:{RTSP_PW}@127.0.0.1:{port}/stream?token={RTSP_PW}"
-    settings = h.make_settings({"cam-rtsp": source}, producer={"reconnect_initial_s": 0.2, "reconnect_max_s": 0.5})
+    settings = h.make_settings({"cam-rtsp": source}, camera={"reconnect_initial_s": 0.2, "reconnect_max_s": 0.5})
     caplog.set_level(logging.DEBUG)
     with EmbeddedRedis(password=REDIS_PW) as server:
         t = Transport(server.url)

@@ -41,8 +41,8 @@ def test_every_transport_operation_over_tls_with_auth(tls_redis):
         assert [e.payload for e in entries] == [b"r1"]
         t.add_alerts_and_ack([b'{"idempotency_key": "k"}'], entries[0].stream_index, [entries[0].entry_id])
         assert [e.payload for e in t.read_alerts("c", pending=False, count=5)] == [b'{"idempotency_key": "k"}']
-        t.report_totals("producer", "w", {"frames_pushed": 2})
-        assert t.stats("producer") == {"frames_pushed": 2}
+        t.report_totals("camera", "w", {"frames_pushed": 2})
+        assert t.stats("camera") == {"frames_pushed": 2}
         assert PASSWORD not in t.safe_url
     finally:
         t.close()

@@ -17,7 +17,7 @@ def test_demo_config_loads():
     s = load_settings(DEMO_CONFIG, environ={})
     assert len(s.cameras) == 4
     assert s.redis.url is None
-    assert s.producer.jpeg_quality == 85
+    assert s.camera.jpeg_quality == 85
     assert all(c.source.startswith("synthetic:") for c in s.cameras)
 
 
@@ -132,7 +132,15 @@ def test_redact_url(text, expected):
 
 
 def test_cli_check_reports_field(tmp_path):
-    p = write(tmp_path, "producer:\n  jpeg_quality: 500\n")
+    p = write(tmp_path, "camera:\n  jpeg_quality: 500\n")
     proc = subprocess.run([sys.executable, "-m", "fbvision.cli", "config", "check", str(p)], capture_output=True, text=True)
     assert proc.returncode == 2
-    assert "producer.jpeg_quality" in proc.stderr
+    assert "camera.jpeg_quality" in proc.stderr
+
+
+def test_the_old_producer_section_says_it_is_now_camera(tmp_path):
+    path = tmp_path / "old.yaml"
+    path.write_text("producer:\n  jpeg_quality: 80\n")
+    with pytest.raises(ConfigError, match=r"producer: the section is now called camera:"):
+        load_settings(path, environ={})
+    assert load_settings(write(tmp_path, "camera:\n  jpeg_quality: 80\n"), environ={}).camera.jpeg_quality == 80

@@ -14,7 +14,7 @@ import pytest
 from fbvision.camera.captures import CvCapture, SyntheticCapture
 from fbvision.camera.factory import open_source, source_kind
 from fbvision.camera.source import EndOfStream, FpsSampler, FrameSource, SourceError, SourceState
-from fbvision.core.config import CameraConfig, ProducerConfig
+from fbvision.core.config import CameraConfig, CameraManagerConfig
 from fbvision.core.loop import Backoff, LogThrottle
 
 pytestmark = pytest.mark.timeout(60)
@@ -345,7 +345,7 @@ def test_bad_specs_fail_at_start(spec, message):
 def test_unreachable_rtsp_camera_never_logs_its_password(caplog):
     camera = CameraConfig(id="cam-x", source="rtsp://admin:hunter2@127.0.0.1:1/live?token=abc", fps=5)
     statuses: list[dict] = []
-    source = open_source(camera, ProducerConfig(reconnect_initial_s=0.05, reconnect_max_s=0.1, watchdog_s=1.0),
+    source = open_source(camera, CameraManagerConfig(reconnect_initial_s=0.05, reconnect_max_s=0.1, watchdog_s=1.0),
                          status_sink=lambda cam, s: statuses.append(s), offline_after_s=0.5)
     with caplog.at_level(logging.DEBUG, logger="fbvision"):
         deadline = time.monotonic() + 2.0
@@ -397,7 +397,7 @@ def test_file_capture_without_loop_ends(small_video):
 
 def test_file_source_end_to_end_through_open_source(small_video):
     camera = CameraConfig(id="f", source=str(small_video), fps=10, loop=False)
-    source = open_source(camera, ProducerConfig(hw_decode=True))
+    source = open_source(camera, CameraManagerConfig(hw_decode=True))
     frames = []
     deadline = time.monotonic() + 5
     while not source.finished and time.monotonic() < deadline:
@@ -470,7 +470,7 @@ def test_network_source_alternates_hardware_and_software_decoding_one_open_per_a
             pass
 
     monkeypatch.setattr("fbvision.camera.factory.CvCapture", FakeCvCapture)
-    source = open_source(CameraConfig(id="c", source="rtsp://cam/1"), ProducerConfig(hw_decode=True))
+    source = open_source(CameraConfig(id="c", source="rtsp://cam/1"), CameraManagerConfig(hw_decode=True))
     for _ in range(5):
         try:
             source.opener()
@@ -481,7 +481,7 @@ def test_network_source_alternates_hardware_and_software_decoding_one_open_per_a
 
     opens.clear()
     script = iter([False, True])
-    source = open_source(CameraConfig(id="c", source="rtsp://cam/1"), ProducerConfig(hw_decode=False))
+    source = open_source(CameraConfig(id="c", source="rtsp://cam/1"), CameraManagerConfig(hw_decode=False))
     for _ in range(2):
         try:
             source.opener()

@@ -15,7 +15,7 @@ from fbv_testutil import wait_for
 
 from fbvision.camera.manager import CameraManager
 from fbvision.camera.source import FrameSource
-from fbvision.core.config import CameraConfig, ProducerConfig
+from fbvision.core.config import CameraConfig, CameraManagerConfig
 from fbvision.core.letterbox import compute_letterbox
 from fbvision.core.transport import Transport
 from fbvision.core.wire import decode_frame
@@ -77,7 +77,7 @@ def drain(transport: Transport) -> list:
 def test_three_synthetic_cameras_push_letterboxed_frames_with_metadata(transport):
     cameras = [CameraConfig(id=f"stall-{i}", source=f"synthetic:{name}", fps=5)
                for i, name in enumerate(["normal_walk", "two_horses", "night_down"])]
-    manager = CameraManager(cameras, transport, INPUT, ProducerConfig(status_interval_s=0.5), seq_start=1000)
+    manager = CameraManager(cameras, transport, INPUT, CameraManagerConfig(status_interval_s=0.5), seq_start=1000)
     stop, thread = start(manager)
     try:
         time.sleep(3.0)
@@ -107,18 +107,18 @@ def test_three_synthetic_cameras_push_letterboxed_frames_with_metadata(transport
         assert statuses[cam_id]["frames"] >= 5
     after = transport.camera_statuses()
     assert {s["state"] for s in after.values()} == {"closed"}
-    stats = transport.stats("producer")
+    stats = transport.stats("camera")
     assert stats["frames_pushed"] == len(frames)
     assert stats["frames_read"] == len(frames)
     for cam in cameras:
         assert stats[f"frames_pushed:{cam.id}"] == len(by_camera[cam.id])
-    snapshot = transport.snapshots()[f"producer:{manager.name}"]
+    snapshot = transport.snapshots()[f"camera:{manager.name}"]
     assert set(snapshot["cameras"]) == {c.id for c in cameras}
 
 
 def test_letterbox_geometry_in_the_message_maps_the_picture_back(transport):
     manager = CameraManager([CameraConfig(id="pattern", source="synthetic:normal_walk", fps=10)], transport, (160, 128),
-                            ProducerConfig(jpeg_quality=85), source_factory=pattern_factory)
+                            CameraManagerConfig(jpeg_quality=85), source_factory=pattern_factory)
     stop, thread = start(manager)
     try:
         wait_for(lambda: transport.frame_queue_depth() >= 3, 10)
@@ -140,7 +140,7 @@ def test_letterbox_geometry_in_the_message_maps_the_picture_back(transport):
 
 
 def test_two_managers_feed_one_queue(redis_url):
-    producer = ProducerConfig()
+    producer = CameraManagerConfig()
     transports = [Transport(redis_url) for _ in range(2)]
     managers = [
         CameraManager([CameraConfig(id=f"host{i}-cam", source="x", fps=10)], transports[i], INPUT, producer,
@@ -160,7 +160,7 @@ def test_two_managers_feed_one_queue(redis_url):
         seqs = [f.seq for f in frames if f.camera_id == cam]
         assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
     snapshots = transports[0].snapshots()
-    assert {"producer:host0", "producer:host1"} <= set(snapshots)
+    assert {"camera:host0", "camera:host1"} <= set(snapshots)
     for t in transports:
         t.close()
 
@@ -184,7 +184,7 @@ def test_stop_is_prompt_and_disabled_cameras_are_not_opened(transport):
 def test_producer_survives_a_redis_outage(private_redis, caplog):
     transport = Transport(private_redis.url, retries=1, retry_max_s=0.2, socket_timeout_s=1.0)
     manager = CameraManager([CameraConfig(id="cam", source="x", fps=10)], transport, INPUT,
-                            ProducerConfig(status_interval_s=0.5), source_factory=pattern_factory, max_buffered=8,
+                            CameraManagerConfig(status_interval_s=0.5), source_factory=pattern_factory, max_buffered=8,
                             seq_start=0)
     stop, thread = start(manager)
     try:
