@@ -33,9 +33,10 @@ from typing import TYPE_CHECKING
 
 import requests
 
-from fbvision.core.metrics import Counters, LatencyStats, snapshot
+from fbvision.core.loop import Backoff, StageLoop
+from fbvision.core.metrics import Counters, LatencyStats, set_queue_depth, snapshot
 from fbvision.core.redact import redact_url
-from fbvision.core.transport import StreamEntry, Transport, TransportUnavailable
+from fbvision.core.transport import StreamEntry, Transport
 
 if TYPE_CHECKING:
     from fbvision.core.config import AlertsConfig
@@ -87,12 +88,13 @@ class AlertDelivery:
         self.clock = clock
         self.rng = rng or random.Random()
         self.counters = Counters(prometheus_stage="delivery")
+        self.counters.declare("delivered", "duplicate", "retried", "failed_permanent", "lost_trimmed",
+                              "redis_unavailable")
         self.latency = LatencyStats(prometheus_stage_prefix="delivery_")
         self._failures = 0  # consecutive failed attempts
         self._retry_at = 0.0  # clock() time of the next attempt while backing off
         self._outage_since: float | None = None
         self._next_claim = 0.0
-        self._next_report = 0.0
         self._outbox_pending = 0
 
     # -- one pass ----------------------------------------------------------------------------------
@@ -202,35 +204,38 @@ class AlertDelivery:
     # -- the loop ----------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
         logger.info("alert delivery %s -> %s", self.consumer, self.safe_url)
-        redis_backoff = 0.1
-        try:
-            while not stop.is_set():
-                try:
-                    if self.backing_off:
-                        stop.wait(min(1.0, max(0.0, self._retry_at - self.clock())))
-                    else:
-                        self.step(block_s=1.0)
-                    redis_backoff = 0.1
-                    self._maybe_report()
-                except TransportUnavailable as exc:
-                    logger.warning("alert delivery: %s; retrying in %.1f s", exc, redis_backoff)
-                    stop.wait(redis_backoff)
-                    redis_backoff = min(redis_backoff * 2, 5.0)
-        finally:
-            try:
-                self._maybe_report(force=True)
-            except TransportUnavailable:
-                logger.warning("alert delivery: could not write final counters (Redis unavailable)")
-            if self._own_session:
-                self.session.close()
-            logger.info("alert delivery %s stopped: %s", self.consumer, self.counters.snapshot())
+        self.loop().run(stop)
 
-    def _maybe_report(self, force: bool = False) -> None:
-        now = self.clock()
-        if not force and now < self._next_report:
-            return
-        self._next_report = now + REPORT_INTERVAL_S
+    def loop(self) -> StageLoop:
+        """The stage loop with the delivery's policy: a Redis outage backs off up to 5 s (the backend's own
+        back-off is ``_retry_later``'s), a bug is not caught (the entry stays pending and is retried after a
+        restart), counters go out every ``REPORT_INTERVAL_S``, and while the backend is backed off from the
+        loop idles (at most 1 s at a time) until the next attempt is due."""
+        return StageLoop(
+            f"alert delivery {self.consumer}", self._step, counters=self.counters,
+            outage_counter="redis_unavailable", backoff=Backoff(0.1, 5.0, random.Random()), on_error="raise",
+            flush=self.report, flush_interval_s=REPORT_INTERVAL_S, idle_wait_s=1.0, idle=self._wait_for_retry,
+            shutdown=self._shutdown, clock=self.clock,
+        )
+
+    def _step(self, stop: threading.Event) -> bool:
+        if self.backing_off:
+            return False  # the loop idles until the retry is due
+        self.step(block_s=1.0)  # blocks on the outbox when there is nothing: no idle wait after it
+        return True
+
+    def _wait_for_retry(self, stop: threading.Event, at_most_s: float) -> None:
+        stop.wait(min(at_most_s, max(0.0, self._retry_at - self.clock())))
+
+    def _shutdown(self) -> None:
+        if self._own_session:
+            self.session.close()
+        logger.info("alert delivery %s stopped: %s", self.consumer, self.counters.snapshot())
+
+    def report(self) -> None:
+        """Counters (running totals) and the snapshot to Redis; the outbox depth to Prometheus."""
         self._outbox_pending = self.transport.outbox_pending()
+        set_queue_depth("delivery", "alerts:outbox", self._outbox_pending)
         self.transport.report_totals("delivery", self.counters.writer, self.counters.snapshot())
         self.transport.put_snapshot(f"delivery:{self.consumer}", self.snapshot())
 

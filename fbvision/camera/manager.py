@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import random
 import socket
 import threading
 import time
@@ -28,7 +29,8 @@ from fbvision.camera.factory import open_source
 from fbvision.camera.source import FrameSource, SourceState
 from fbvision.core.config import CameraConfig, CameraManagerConfig, Settings
 from fbvision.core.letterbox import Letterbox, letterbox
-from fbvision.core.loop import LogThrottle
+from fbvision.core.loop import Backoff, LogThrottle, StageLoop
+from fbvision.core.metrics import Counters, LatencyStats
 from fbvision.core.transport import Transport, TransportUnavailable, message_id, new_token
 from fbvision.core.wire import FrameMessage, WireError, encode_frame
 
@@ -48,14 +50,9 @@ class EncodedFrame:
     jpeg: bytes
 
 
-class _CameraCounters:
-    __slots__ = ("read", "pushed", "dropped_buffer", "dropped_encode")
-
-    def __init__(self) -> None:
-        self.read = self.pushed = self.dropped_buffer = self.dropped_encode = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in self.__slots__}
+#: stats()'s per-camera keys and the counters behind them (each counted in total and as ``<name>:<camera id>``).
+_PER_CAMERA = {"read": "frames_read", "pushed": "frames_pushed", "dropped_buffer": "dropped:buffer_full",
+               "dropped_encode": "dropped:encode"}
 
 
 class CameraManager:
@@ -106,14 +103,14 @@ class CameraManager:
         self._buffer: collections.deque[EncodedFrame] = collections.deque()
         self._status: dict[str, dict] = {}
         self._status_dirty: set[str] = set()
-        self._counters = {c.id: _CameraCounters() for c in self.cameras}
-        self._writer = new_token()  # this manager's name in the shared counters (reports running totals)
+        # Shared counters (stats:camera, running totals) and Prometheus; "pushes" are round trips and
+        # "evicted:queue_full" this manager's share of what the queue cap dropped (stats:queue counts them all).
+        self.counters = Counters(prometheus_stage=STAGE)
+        self.counters.declare("frames_read", "frames_pushed", "pushes", "redis_unavailable")
+        self.latency = LatencyStats(prometheus_stage_prefix=f"{STAGE}_")  # encode (per frame), push (per trip)
         # The attempt token of frames whose push failed: they go out again under it, so a push that did reach
         # Redis before its reply was lost is recognised as ours and counted once.
         self._unconfirmed_token: str | None = None
-        self._pushes = 0
-        self._queue_full_drops = 0
-        self._push_failures = 0
         self._throttle = LogThrottle(10.0)
         self._halt = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -137,44 +134,44 @@ class CameraManager:
             "camera manager %s: %d cameras, input %dx%d, jpeg q%d", self.name, len(self.cameras),
             self.input_size[0], self.input_size[1], self.manager_config.jpeg_quality,
         )
-        backoff = 0.0
-        last_flush = time.monotonic()
-        try:
-            while not stop.is_set():
-                with self._wakeup:
-                    if not self._buffer:
-                        self._wakeup.wait(0.05 if backoff == 0 else backoff)
-                    elif backoff:
-                        self._wakeup.wait(backoff)  # Redis is away: don't spin
-                try:
-                    self._push_buffered()
-                    self._publish_statuses()
-                    if time.monotonic() - last_flush >= self.stats_interval_s:
-                        self._flush_stats()
-                        last_flush = time.monotonic()
-                    backoff = 0.0
-                except TransportUnavailable as exc:
-                    self._push_failures += 1
-                    backoff = min(1.0, max(0.1, backoff * 2))
-                    held = self._throttle("transport")
-                    if held is not None:
-                        logger.warning("camera manager %s: Redis unavailable (%s); buffering, retrying", self.name, exc)
-        finally:
-            self._halt.set()
-            for thread in self._threads:
-                thread.join(timeout=15.0)
-                if thread.is_alive():
-                    logger.warning("camera manager %s: reader %s did not stop in time", self.name, thread.name)
-            self._threads.clear()
-            for source in self.sources.values():
-                source.close()
-            try:
-                self._push_buffered()
-                self._publish_statuses()
-                self._flush_stats()
-            except TransportUnavailable:
-                logger.warning("camera manager %s: Redis unavailable at shutdown; last counters not flushed", self.name)
-            logger.info("camera manager %s stopped", self.name)
+        self.loop().run(stop)
+
+    def loop(self) -> StageLoop:
+        """The stage loop with the camera manager's policy: outages back off up to 1 s while the readers keep
+        buffering (bounded), a bug is not caught, counters are flushed every ``stats_interval_s``, an idle
+        loop waits up to 50 ms for the next frame (woken by it), and at stop the readers are halted and what
+        they left is pushed."""
+        return StageLoop(
+            f"camera manager {self.name}", self._step, counters=self.counters, outage_counter="redis_unavailable",
+            backoff=Backoff(0.1, 1.0, random.Random()), on_error="raise", flush=self._flush_stats,
+            flush_interval_s=self.stats_interval_s, idle_wait_s=0.05, idle=self._wait_for_frames,
+            drain=self._drain, shutdown=self._shutdown,
+        )
+
+    def _step(self, stop: threading.Event) -> int:
+        pushed = self._push_buffered()
+        self._publish_statuses()
+        return pushed
+
+    def _wait_for_frames(self, stop: threading.Event, at_most_s: float) -> None:
+        with self._wakeup:
+            if not self._buffer:
+                self._wakeup.wait(at_most_s)  # a reader's notify ends it early
+
+    def _drain(self) -> None:
+        self._halt.set()
+        for thread in self._threads:
+            thread.join(timeout=15.0)
+            if thread.is_alive():
+                logger.warning("camera manager %s: reader %s did not stop in time", self.name, thread.name)
+        self._threads.clear()
+        for source in self.sources.values():
+            source.close()
+        self._push_buffered()
+        self._publish_statuses()
+
+    def _shutdown(self) -> None:
+        logger.info("camera manager %s stopped", self.name)
 
     def stats(self) -> dict:
         """Snapshot: per-camera counters and state, buffer depth, push round trips."""
@@ -182,25 +179,26 @@ class CameraManager:
             return self._stats_locked()
 
     def _stats_locked(self) -> dict:
+        get = self.counters.get
         cameras = {
-            cam_id: {**counters.as_dict(), "state": self.sources[cam_id].state.value}
-            for cam_id, counters in self._counters.items()
+            cam.id: {**{key: get(f"{name}:{cam.id}") for key, name in _PER_CAMERA.items()},
+                     "state": self.sources[cam.id].state.value}
+            for cam in self.cameras
         }
         return {
             "name": self.name,
             "cameras": cameras,
             "cameras_online": sum(1 for c in cameras.values() if c["state"] == SourceState.ONLINE.value),
             "buffered": len(self._buffer),
-            "pushes": self._pushes,
-            "push_failures": self._push_failures,
-            "dropped_queue_full": self._queue_full_drops,
+            "pushes": get("pushes"),
+            "push_failures": get("redis_unavailable"),
+            "dropped_queue_full": get("evicted:queue_full"),
             "at": time.time(),
         }
 
     # -- per camera ---------------------------------------------------------------------------------------------
     def _reader(self, cam: CameraConfig, stop: threading.Event) -> None:
         source = self.sources[cam.id]
-        counters = self._counters[cam.id]
         seq = self._seq_start
         while not stop.is_set() and not self._halt.is_set():
             try:
@@ -211,13 +209,13 @@ class CameraManager:
                         return
                     continue
                 frame, capture_ts = got
-                with self._lock:
-                    counters.read += 1
+                self._count_camera(cam.id, "frames_read")
+                t0 = time.perf_counter()
                 encoded = self._encode(cam.id, seq, frame, capture_ts)
+                self.latency.add("encode", time.perf_counter() - t0)
                 seq += 1
                 if encoded is None:
-                    with self._lock:
-                        counters.dropped_encode += 1
+                    self._count_camera(cam.id, "dropped:encode")
                     continue
                 self._enqueue(encoded)
             except Exception:  # a bug must not silently kill a camera: log, pause, carry on
@@ -240,7 +238,7 @@ class CameraManager:
         with self._wakeup:
             while len(self._buffer) >= self.max_buffered:
                 old = self._buffer.popleft()
-                self._counters[old.camera_id].dropped_buffer += 1
+                self._count_camera(old.camera_id, "dropped:buffer_full")
             self._buffer.append(encoded)
             self._wakeup.notify()
 
@@ -250,13 +248,19 @@ class CameraManager:
             self._status[camera_id] = status
             self._status_dirty.add(camera_id)
 
+    def _count_camera(self, camera_id: str, name: str, n: int = 1) -> None:
+        self.counters.incr(name, n)
+        self.counters.incr(f"{name}:{camera_id}", n)
+
     # -- manager loop -------------------------------------------------------------------------------------------
-    def _push_buffered(self) -> None:
+    def _push_buffered(self) -> int:
+        """Push what the readers buffered in one round trip; returns how many frames went out."""
         with self._lock:
             pending = list(self._buffer)
             self._buffer.clear()
         if not pending:
-            return
+            return 0
+        t0 = time.perf_counter()
         now = time.time()
         messages: list[bytes] = []
         counted: list[EncodedFrame] = []
@@ -270,8 +274,7 @@ class CameraManager:
                 counted.append(f)
             except WireError as exc:
                 logger.warning("camera %s: frame %d not encodable (%s), dropped", f.camera_id, f.seq, exc)
-                with self._lock:
-                    self._counters[f.camera_id].dropped_encode += 1
+                self._count_camera(f.camera_id, "dropped:encode")
         token = self._unconfirmed_token or new_token()
         try:
             pushed = self.transport.push_frames(
@@ -283,19 +286,20 @@ class CameraManager:
                 self._buffer.extendleft(reversed(counted))  # not the unencodable ones: counted already
                 while len(self._buffer) > self.max_buffered:
                     old = self._buffer.popleft()
-                    self._counters[old.camera_id].dropped_buffer += 1
+                    self._count_camera(old.camera_id, "dropped:buffer_full")
             raise
         self._unconfirmed_token = None
         if pushed.duplicates:
             logger.warning("camera manager %s: %d frames had been pushed before by another writer; skipped",
                            self.name, pushed.duplicates)
-        with self._lock:
-            self._pushes += 1
-            for f in counted:  # a frame an earlier attempt of ours pushed (reply lost) is in the queue once
-                self._counters[f.camera_id].pushed += 1
-            # The queue cap dropped the oldest frames in Redis (any camera manager's); the transport counts them in
-            # stats:queue, here only this manager's total is kept.
-            self._queue_full_drops += pushed.dropped_by_cap
+        self.latency.add("push", time.perf_counter() - t0)
+        self.counters.incr("pushes")
+        for f in counted:  # a frame an earlier attempt of ours pushed (reply lost) is in the queue once
+            self._count_camera(f.camera_id, "frames_pushed")
+        # The queue cap dropped the oldest frames in Redis (any camera manager's); the transport counts them in
+        # stats:queue (dropped:queue_full), here only this manager's share, under a name that no drop sum adds.
+        self.counters.incr("evicted:queue_full", pushed.dropped_by_cap)
+        return len(counted)
 
     def _publish_statuses(self) -> None:
         with self._lock:
@@ -310,16 +314,8 @@ class CameraManager:
             raise
 
     def _flush_stats(self) -> None:
-        names = {"read": "frames_read", "pushed": "frames_pushed", "dropped_buffer": "dropped:buffer_full",
-                 "dropped_encode": "dropped:encode"}
-        totals: dict[str, int] = {}
-        with self._lock:
-            for cam_id, counters in self._counters.items():
-                for key, value in counters.as_dict().items():
-                    if value:
-                        totals[names[key]] = totals.get(names[key], 0) + value
-                        totals[f"{names[key]}:{cam_id}"] = value
-            snapshot = self._stats_locked()
+        totals = self.counters.snapshot()
+        snapshot = self.stats()
         # Running totals, not deltas: a flush retried after a lost reply, or after a failure, counts once.
-        self.transport.report_totals(STAGE, self._writer, totals)
+        self.transport.report_totals(STAGE, self.counters.writer, totals)
         self.transport.put_snapshot(f"{STAGE}:{self.name}", snapshot)

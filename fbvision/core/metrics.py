@@ -145,6 +145,12 @@ class Counters:
             self._totals[name] = self._totals.get(name, 0) + n
         _prom_count(self._stage, name, n)
 
+    def declare(self, *names: str) -> None:
+        """Show ``names`` at 0 on the Prometheus endpoint before anything is counted (a rate() over a series
+        that does not exist yet is "no data", not 0). The totals, and so the shared counters, are untouched."""
+        for name in names:
+            _prom_count(self._stage, name, 0)
+
     def get(self, name: str) -> int | float:
         with self._lock:
             return self._totals.get(name, 0)
@@ -176,8 +182,9 @@ def enable_prometheus(port: int, addr: str = "127.0.0.1") -> int:
     """Serve ``/metrics`` on ``addr:port`` (port 0: a free one) and feed it from now on; returns the port.
 
     Idempotent: a second call returns the port of the first. Metrics: ``fbvision_stage_latency_seconds``
-    (histogram, label ``stage``) and ``fbvision_events_total`` (counter, labels ``stage``, ``name``)."""
-    from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+    (histogram, label ``stage``), ``fbvision_events_total`` (counter, labels ``stage``, ``name``) and
+    ``fbvision_queue_depth`` (gauge, labels ``stage`` - who looked - and ``queue``)."""
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
     with _prom_lock:
         if "port" in _prom:
@@ -188,9 +195,11 @@ def enable_prometheus(port: int, addr: str = "127.0.0.1") -> int:
             buckets=_HISTOGRAM_BUCKETS, registry=registry,
         )
         counter = Counter("fbvision_events", "Counted pipeline events", ["stage", "name"], registry=registry)
+        gauge = Gauge("fbvision_queue_depth", "Entries waiting in a queue, as last seen", ["stage", "queue"],
+                      registry=registry)
         server, _thread = start_http_server(port, addr=addr, registry=registry)
         bound = server.server_address[1]
-        _prom.update(registry=registry, histogram=histogram, counter=counter, server=server, port=bound)
+        _prom.update(registry=registry, histogram=histogram, counter=counter, gauge=gauge, server=server, port=bound)
     logger.info("prometheus metrics on http://%s:%d/metrics", addr, bound)
     return bound
 
@@ -217,5 +226,15 @@ def _prom_observe(stage: str, seconds: float) -> None:
 
 def _prom_count(stage: str, name: str, n: int | float) -> None:
     counter = _prom.get("counter")
-    if counter is not None and n > 0:  # Prometheus counters only go up
-        counter.labels(stage=stage, name=name).inc(n)  # type: ignore[attr-defined]
+    if counter is None or n < 0:  # Prometheus counters only go up
+        return
+    series = counter.labels(stage=stage, name=name)  # type: ignore[attr-defined]
+    if n > 0:  # n == 0 only creates the series (Counters.declare)
+        series.inc(n)
+
+
+def set_queue_depth(stage: str, queue: str, depth: int | float) -> None:
+    """Report how many entries ``queue`` holds, as ``stage`` last saw it (Prometheus only; a no-op when off)."""
+    gauge = _prom.get("gauge")
+    if gauge is not None:
+        gauge.labels(stage=stage, queue=queue).set(depth)  # type: ignore[attr-defined]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import random
 import socket
 import threading
 import time
@@ -30,8 +31,10 @@ import numpy as np
 
 from fbvision.core.config import InferenceConfig, ModelConfig, Settings
 from fbvision.core.letterbox import Letterbox
-from fbvision.core.loop import LogThrottle
+from fbvision.core.loop import Backoff, LogThrottle, StageLoop
+from fbvision.core.metrics import Counters, LatencyStats, set_queue_depth
 from fbvision.core.modelinfo import ModelError
+from fbvision.core.tensor import to_tensor
 from fbvision.core.transport import Transport, TransportUnavailable, message_id, new_token
 from fbvision.core.wire import FrameMessage, ResultMessage, Timeline, WireError, encode_result
 from fbvision.inference.batcher import (
@@ -43,21 +46,21 @@ from fbvision.inference.batcher import (
     format_table,
 )
 from fbvision.inference.decode import decode_yolo
-from fbvision.inference.engines.ort import Engine, OrtEngine
+from fbvision.inference.engines import Engine, build_engine
 
 logger = logging.getLogger(__name__)
 
 STAGE = "inference"
 FRAME_QUEUE = "batch_frames"
-_INV_255 = np.float32(1.0 / 255.0)
 
 
 class InferenceWorker:
     """``InferenceWorker(settings, transport)`` or ``InferenceWorker(inference_cfg, transport, model_cfg)``.
 
-    Builds the engine at construction (a missing or non-dynamic model, or a class name the model does not have,
-    raises :class:`fbvision.core.modelinfo.ModelError` here); ``engine=`` injects another :class:`Engine` (e.g. a
-    PyTorch one for the GPU benchmark). Warm-up and auto-tuning happen in :meth:`prepare` (called by
+    Builds the engine ``model.engine`` names at construction, with
+    :func:`fbvision.inference.engines.build_engine` (a missing or non-dynamic model, or a class name the model does
+    not have, raises :class:`fbvision.core.modelinfo.ModelError` here); ``engine=`` injects a ready
+    :class:`Engine` instead (the benchmarks build theirs with the same function). Warm-up and auto-tuning happen in :meth:`prepare` (called by
     :meth:`run` before taking traffic).
     """
 
@@ -88,12 +91,7 @@ class InferenceWorker:
         self.ready = threading.Event()  # set once warmed up and taking traffic
 
         if engine is None:
-            path = self.model_config.resolved_path()
-            if not path.is_file():
-                raise ModelError(
-                    f"model file not found: {path} (model.path in the config; export one with export/export_onnx.py)"
-                )
-            engine = OrtEngine.from_config(self.model_config)
+            engine = build_engine(self.model_config)  # model.engine: ort (default) or torch
         self.engine = engine
         self.input_h, self.input_w = (int(v) for v in engine.input_size)
         self.class_ids = self._class_ids(self.config.class_names)
@@ -114,13 +112,14 @@ class InferenceWorker:
         self._pool: ThreadPoolExecutor | None = None
         self._tensor = np.empty((max_batch, 3, self.input_h, self.input_w), dtype=np.float32)
         self._pending: collections.deque[ResultMessage] = collections.deque()
-        self._totals: collections.Counter = collections.Counter()  # since start: stats() and the shared counters
-        self._writer = new_token()  # this worker's name in the shared counters
+        # Since start: stats(), the shared counters (stats:inference) and Prometheus.
+        self.counters = Counters(prometheus_stage=STAGE)
+        self.counters.declare("frames_in", "frames_out", "batches", "redis_unavailable", "errors:batch")
+        self.latency = LatencyStats(prometheus_stage_prefix=f"{STAGE}_")  # per batch: wait, decode, infer, ...
         # Attempt token of the pending results while a publish of them is unconfirmed (see _publish_pending).
         self._pending_token: str | None = None
         self._queue_depth: int | None = None
         self._throttle = LogThrottle(10.0)
-        self._lock = threading.Lock()
 
     # -- set-up -------------------------------------------------------------------------------------------------
     def _class_ids(self, names) -> list[int]:
@@ -161,50 +160,47 @@ class InferenceWorker:
     def run(self, stop: threading.Event) -> None:
         self.prepare()
         self.ready.set()
-        backoff = 0.0
-        last_flush = time.monotonic()
+        self.loop().run(stop)
+
+    def loop(self) -> StageLoop:
+        """The stage loop with the inference worker's policy: a bad batch is counted (``errors:batch``),
+        dropped and the worker goes on; outages back off up to 1 s (frames keep arriving: retry soon);
+        counters are flushed every ``flush_interval_s``; at stop the pending results are published."""
+        return StageLoop(
+            f"inference {self.name}", self._step, counters=self.counters, outage_counter="redis_unavailable",
+            backoff=Backoff(0.1, 1.0, random.Random()), on_error="continue", error_counter="errors:batch",
+            error_wait_s=0.1, flush=self._flush_stats, flush_interval_s=self.flush_interval_s,
+            drain=self._drain, shutdown=self._shutdown,
+        )
+
+    def _step(self, stop: threading.Event) -> bool:
+        """Publish what an outage held back, then form, run and publish one batch (the batcher blocks while
+        the queue is empty, so there is no idle wait)."""
+        if self._pending:
+            self._publish_pending()
+        batch = self.batcher.next()
+        self._account_drops(batch)
+        if batch.frames:
+            self.process(batch)
+        return bool(batch.frames)
+
+    def _drain(self) -> None:
         try:
-            while not stop.is_set():
-                try:
-                    if self._pending:
-                        self._publish_pending()
-                    batch = self.batcher.next()
-                    self._account_drops(batch)
-                    if batch.frames:
-                        self.process(batch)
-                    backoff = 0.0
-                except TransportUnavailable as exc:
-                    backoff = min(1.0, max(0.1, backoff * 2))
-                    held = self._throttle("transport")
-                    if held is not None:
-                        logger.warning("inference %s: Redis unavailable (%s); retrying", self.name, exc)
-                    stop.wait(backoff)
-                except Exception:  # a bad batch must not kill the worker; a persistent fault is logged (limited)
-                    self._count("errors:batch")
-                    held = self._throttle("batch-error")
-                    if held is not None:
-                        logger.exception("inference %s: batch failed and was dropped", self.name)
-                    stop.wait(0.1)
-                if time.monotonic() - last_flush >= self.flush_interval_s:
-                    self._flush_stats()
-                    last_flush = time.monotonic()
-        finally:
-            try:
-                if self._pending:
-                    self._publish_pending()
-            except TransportUnavailable:
-                logger.warning("inference %s: %d results not published at shutdown", self.name, len(self._pending))
-            self._flush_stats()
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)
-                self._pool = None
-            self.ready.clear()
-            logger.info("inference %s stopped", self.name)
+            if self._pending:
+                self._publish_pending()
+        except TransportUnavailable:
+            logger.warning("inference %s: %d results not published at shutdown", self.name, len(self._pending))
+
+    def _shutdown(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        self.ready.clear()
+        logger.info("inference %s stopped", self.name)
 
     def stats(self) -> dict:
         """Counters since start, the batch-size histogram, queue depth, provider and autotune table."""
-        with self._lock:
-            totals = dict(self._totals)
+        totals = self.counters.snapshot()
         return {
             "name": self.name,
             "provider": self.engine.provider,
@@ -224,9 +220,9 @@ class InferenceWorker:
         return self.transport.pop_frames(max_n, timeout_s)
 
     def _account_drops(self, batch: Batch) -> None:
-        self._count("frames_in", batch.popped)
+        self.counters.incr("frames_in", batch.popped)
         if batch.stale:
-            self._count("dropped:stale", len(batch.stale))
+            self.counters.incr("dropped:stale", len(batch.stale))
             held = self._throttle("stale")
             if held is not None:
                 oldest = max(time.time() - f.capture_ts for f in batch.stale)
@@ -239,7 +235,7 @@ class InferenceWorker:
             self._reject(data, f"wire_{exc.reason}", str(exc))
 
     def _reject(self, payload: bytes, reason: str, detail: str, camera_id: str | None = None) -> None:
-        self._count(f"dropped:{reason}")
+        self.counters.incr(f"dropped:{reason}")
         held = self._throttle(f"reject:{reason}")
         if held is not None:
             logger.warning(
@@ -262,7 +258,7 @@ class InferenceWorker:
         if image.shape[:2] != (self.input_h, self.input_w):
             return "bad_size"
         # BGR HWC uint8 -> RGB CHW float32 0..1, written in place (numpy releases the GIL in the loop).
-        np.multiply(image[:, :, ::-1].transpose(2, 0, 1), _INV_255, out=self._tensor[slot], dtype=np.float32)
+        to_tensor(image, out=self._tensor[slot : slot + 1])
         return None
 
     def process(self, batch: Batch) -> list[ResultMessage]:
@@ -307,16 +303,18 @@ class InferenceWorker:
             for f, popped, c in zip(frames, popped_at, candidates, strict=True)
         ]
         t3 = time.perf_counter()
-        self._count("batches")
-        self._count(f"batch_size:{size}")
-        self._count("time_ms:wait", batch.wait_ms)
-        self._count("time_ms:decode", (t1 - t0) * 1000.0)
-        self._count("time_ms:infer", (t2 - t1) * 1000.0)
-        self._count("time_ms:postprocess", (t3 - t2) * 1000.0)
+        self.counters.incr("batches")
+        self.counters.incr(f"batch_size:{size}")
+        self.counters.incr("time_ms:wait", batch.wait_ms)
+        self.counters.incr("time_ms:decode", (t1 - t0) * 1000.0)
+        self.counters.incr("time_ms:infer", (t2 - t1) * 1000.0)
+        self.counters.incr("time_ms:postprocess", (t3 - t2) * 1000.0)
+        self.latency.add_many({"wait": batch.wait_ms / 1000.0, "decode": t1 - t0, "infer": t2 - t1,
+                               "postprocess": t3 - t2})
         self._pending.extend(results)
         while len(self._pending) > self.max_pending_results:
             self._pending.popleft()
-            self._count("dropped:publish_backlog")
+            self.counters.incr("dropped:publish_backlog")
         self._publish_pending()
         return results
 
@@ -338,7 +336,7 @@ class InferenceWorker:
             try:
                 payload = encode_result(stamped)
             except WireError as exc:  # e.g. more boxes than the wire allows: top_k is bounded, so a bug
-                self._count("dropped:result_encode")
+                self.counters.incr("dropped:result_encode")
                 logger.error("inference %s: result of camera %s not encodable: %s", self.name, r.camera_id, exc)
                 unencodable.add(id(r))
                 continue
@@ -355,27 +353,25 @@ class InferenceWorker:
         self._pending_token = None
         duplicates = sum(1 for r in reply if r == "!")
         if duplicates:  # the same frame inferred twice (it was queued twice): its first result stands
-            self._count("dropped:duplicate", duplicates)
-        self._count("frames_out", len(payloads) - duplicates)
-        self._count("time_ms:publish", (time.perf_counter() - t0) * 1000.0)
+            self.counters.incr("dropped:duplicate", duplicates)
+        self.counters.incr("frames_out", len(payloads) - duplicates)
+        publish_s = time.perf_counter() - t0
+        self.counters.incr("time_ms:publish", publish_s * 1000.0)
+        self.latency.add("publish", publish_s)
 
     # -- counters -----------------------------------------------------------------------------------------------
-    def _count(self, key: str, value: float = 1) -> None:
-        with self._lock:
-            self._totals[key] += value
-
     def _flush_stats(self) -> None:
-        with self._lock:
-            totals = dict(self._totals)
+        totals = self.counters.snapshot()
         # Running totals (idempotent, see Transport.report_totals); Redis needs ints for counters, floats for
         # the time sums.
         payload = {k: (float(v) if k.startswith("time_ms:") else int(v)) for k, v in totals.items()}
         try:
-            self.transport.report_totals(STAGE, self._writer, payload)
+            self.transport.report_totals(STAGE, self.counters.writer, payload)
         except TransportUnavailable:
             return  # the next flush reports the totals, this one's included
         try:
             self._queue_depth = self.transport.frame_queue_depth()
+            set_queue_depth(STAGE, FRAME_QUEUE, self._queue_depth)
             self.transport.put_snapshot(f"{STAGE}:{self.name}", self.stats())
         except TransportUnavailable:
             pass  # the snapshot is refreshed on the next flush

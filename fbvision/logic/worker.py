@@ -29,12 +29,14 @@ from __future__ import annotations
 import json
 import logging
 import math
+import random
 import threading
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from fbvision.core.candidates import Candidates
+from fbvision.core.loop import Backoff, StageLoop
 from fbvision.core.metrics import Counters, LatencyStats, snapshot, stage_durations
 from fbvision.core.transport import StreamEntry, Transport, TransportUnavailable
 from fbvision.core.wire import WireError, decode_result
@@ -95,6 +97,7 @@ class LogicWorker:
         self._overrides = {cam.id: cam.logic for cam in settings.cameras}
         self._configured = [cam.id for cam in settings.cameras if cam.enabled]
         self.counters = Counters(prometheus_stage=STATS_STAGE)
+        self.counters.declare("results", "alerts", "redis_unavailable")
         self.latency = LatencyStats()
         self.held: set[int] = set()
         self._need_pending: set[int] = set()
@@ -126,20 +129,17 @@ class LogicWorker:
     def run(self, stop: threading.Event) -> None:
         logger.info("logic worker %s starting (%d partitions)", self.worker_id, self.partitions)
         self.class_id_list()  # a model without the configured classes is a config error: fail at start
-        backoff = 0.1
-        try:
-            while not stop.is_set():
-                try:
-                    self.step(stop)
-                    backoff = 0.1
-                except TransportUnavailable as exc:
-                    self.counters.incr("redis_unavailable")
-                    logger.warning("logic worker %s: %s; retrying in %.1f s", self.worker_id, exc, backoff)
-                    self._after_outage()
-                    stop.wait(backoff)
-                    backoff = min(backoff * 2, 5.0)
-        finally:
-            self._shutdown()
+        self.loop().run(stop)
+
+    def loop(self) -> StageLoop:
+        """The stage loop with the logic worker's policy: a bug on a batch is not caught (the results stay
+        pending and a restart replays them), an outage invalidates what was read (``_after_outage``), and
+        the counters go out from ``step`` itself (with the heartbeat), so there is no separate flush."""
+        return StageLoop(
+            f"logic worker {self.worker_id}", self.step, counters=self.counters, outage_counter="redis_unavailable",
+            backoff=Backoff(0.1, 5.0, random.Random()), on_outage=self._after_outage, on_error="raise",
+            shutdown=self._shutdown,
+        )
 
     def step(self, stop: threading.Event | None = None) -> int:
         """One pass: heartbeat/leases, ticks and report when due, then one batch. Returns results handled."""

@@ -112,3 +112,43 @@ def test_prometheus_endpoint_exports_histograms_and_counters():
     finally:
         metrics.disable_prometheus()
     assert not metrics.prometheus_enabled()
+
+
+@pytest.mark.timeout(30)
+def test_declared_counters_show_at_zero_and_queue_depth_is_a_gauge():
+    port = metrics.enable_prometheus(0)
+    try:
+        c = Counters(prometheus_stage="delivery")
+        c.declare("delivered", "retried")
+        c.incr("retried", 2)
+        metrics.set_queue_depth("delivery", "alerts:outbox", 7)
+        metrics.set_queue_depth("delivery", "alerts:outbox", 3)  # a level, not a sum
+        text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        assert 'fbvision_events_total{name="delivered",stage="delivery"} 0.0' in text
+        assert 'fbvision_events_total{name="retried",stage="delivery"} 2.0' in text
+        assert 'fbvision_queue_depth{queue="alerts:outbox",stage="delivery"} 3.0' in text
+        assert c.snapshot() == {"retried": 2}  # declaring adds nothing to the totals that go to Redis
+    finally:
+        metrics.disable_prometheus()
+    metrics.set_queue_depth("x", "y", 1)  # off: a no-op
+
+
+@pytest.mark.timeout(30)
+def test_the_grafana_dashboard_queries_only_exported_metrics():
+    import re
+    from pathlib import Path
+
+    dashboard = json.loads((Path(__file__).resolve().parents[2] / "docs" / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    used = {m for e in exprs for m in re.findall(r"\bfbvision_[a-z_]+", e)}
+    port = metrics.enable_prometheus(0)
+    try:
+        LatencyStats(prometheus_stage_prefix="camera_").add("encode", 0.01)
+        Counters(prometheus_stage="inference").incr("frames_out")
+        metrics.set_queue_depth("inference", "batch_frames", 0)
+        text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    finally:
+        metrics.disable_prometheus()
+    exported = set(re.findall(r"^(fbvision_[a-z_]+)[{ ]", text, flags=re.M))
+    assert used and used <= exported, used - exported
+    assert "histogram_quantile(0.95" in " ".join(exprs)
