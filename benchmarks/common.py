@@ -22,18 +22,16 @@ import os
 import platform
 import shutil
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT / "export"))
-from model_cache import MODEL_CACHE, cached_yolo11n  # noqa: E402
+from fbvision.core.config import DEMO_MODEL  # noqa: F401 - the benchmarks' name for it
+from fbvision.export.model_cache import MODEL_CACHE, cached_yolo11n
 
-DEMO_MODEL = REPO_ROOT / "models" / "horse-demo-yolo11n-320.onnx"
+REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 
 
@@ -108,7 +106,7 @@ def results_dir() -> Path:
 
 def ensure_yolo11n(imgsz: int, max_batch: int, *, timeout_s: float = 900) -> Path:
     """YOLO11n (random weights, COCO names) at ``imgsz``, dynamic batch 1..``max_batch`` - the shared cached
-    export of ``export/model_cache.py`` (first call: 20-60 s)."""
+    export of ``fbvision/export/model_cache.py`` (first call: 20-60 s)."""
     return cached_yolo11n(imgsz, max_batch, timeout_s=timeout_s)
 
 
@@ -151,6 +149,37 @@ def describe_model(path: Path) -> dict:
         "weights": info.source_weights or sidecar.get("source_weights") or "?",
         "size_mb": round(path.stat().st_size / 1e6, 2),
     }
+
+
+# -- engines -----------------------------------------------------------------------------------------------------
+
+#: The benchmarks' engine labels (``RunSpec.engine``, the suites): 'ort' is ONNX Runtime with the config's
+#: providers; 'torch[-cuda|-cpu][-fp16][-graphs]' is the PyTorch engine on that device, FP16, with CUDA graphs.
+ENGINE_SPECS = "'ort' or 'torch[-cuda|-cpu][-fp16][-graphs]'"
+
+
+def make_engine(model, spec: str = "ort", *, max_batch: int | None = None, **fields):
+    """The engine a benchmark label names, built - like the inference worker's and the lab's - by
+    :func:`fbvision.inference.engines.build_engine`.
+
+    ``model``: a :class:`fbvision.core.config.ModelConfig` or an ONNX path (the default config over it);
+    ``fields``: ModelConfig fields to override (``providers``, ``intra_op_threads`` ...). The label's first
+    word is ``model.engine``; the rest are the torch engine's options.
+    """
+    from fbvision.core.config import ModelConfig
+    from fbvision.inference.engines import ENGINES, build_engine
+
+    base = model if isinstance(model, ModelConfig) else ModelConfig(path=Path(model))
+    name, *options = spec.split("-")
+    known = {"cuda", "cpu", "fp16", "graphs"} if name == "torch" else set()
+    if name not in ENGINES or not set(options) <= known or ("cuda" in options and "cpu" in options):
+        raise ValueError(f"unknown engine spec {spec!r}; expected {ENGINE_SPECS}")
+    config = ModelConfig.model_validate({**base.model_dump(), **fields, "engine": name})
+    kwargs: dict = {}
+    if name == "torch":
+        device = "cuda" if "cuda" in options else ("cpu" if "cpu" in options else None)
+        kwargs = {"device": device, "half": ("fp16" in options) or None, "cuda_graphs": "graphs" in options}
+    return build_engine(config, max_batch=max_batch, **kwargs)
 
 
 # -- frames ------------------------------------------------------------------------------------------------------

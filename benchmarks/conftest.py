@@ -82,15 +82,13 @@ def model_key(request, model_paths) -> str:
 
 @pytest.fixture(scope="session")
 def engines(model_paths):
-    """Lazily built ONNX Runtime engines, one per model key (the provider list of the default config)."""
-    from fbvision.core.config import ModelConfig
-    from fbvision.inference.engines.ort import OrtEngine
+    """Lazily built ONNX Runtime engines, one per model key (the provider list of the default config), by
+    :func:`common.make_engine` (that is, :func:`fbvision.inference.engines.build_engine`)."""
+    cache: dict = {}
 
-    cache: dict[str, OrtEngine] = {}
-
-    def get(key: str) -> OrtEngine:
+    def get(key: str):
         if key not in cache:
-            cache[key] = OrtEngine(model_paths[key], providers=ModelConfig().providers)
+            cache[key] = common.make_engine(model_paths[key], "ort")
         return cache[key]
 
     return get

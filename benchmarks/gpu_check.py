@@ -33,9 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+REPO_ROOT = Path(__file__).resolve().parent.parent  # run as python -m benchmarks.gpu_check from here
 
 
 def log(msg: str) -> None:
@@ -128,8 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from benchmarks import common
+    from fbvision.core.config import ModelConfig
+    from fbvision.core.tensor import to_tensor
     from fbvision.inference.batcher import autotune, format_table
-    from fbvision.inference.engines.pytorch import TorchEngine, compare_with_ort
+    from fbvision.inference.engines import build_engine
+    from fbvision.inference.engines.pytorch import compare_with_ort
 
     cuda = args.device.startswith("cuda")
     if cuda and not torch.cuda.is_available():
@@ -148,8 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     frames = common.frame_messages(n, int(info_model["imgsz"]))
     import cv2
 
-    host = np.stack([cv2.imdecode(np.frombuffer(f.jpeg, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1].transpose(2, 0, 1)
-                     for f in frames]).astype(np.float32) / 255.0
+    host = to_tensor([cv2.imdecode(np.frombuffer(f.jpeg, np.uint8), cv2.IMREAD_COLOR) for f in frames])
     result: dict = {"gpu": card, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                     "torch": torch.__version__, "cuda": torch.version.cuda, "model": info_model,
                     "machine": common.machine_info(), "variants": {}}
@@ -157,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     variants = {"eager": False, "graphs": True} if cuda else {"eager": False}
     engines = {}
     for name, graphs in variants.items():
-        engine = TorchEngine(model, device=args.device, half=cuda, cuda_graphs=graphs)
+        engine = build_engine(ModelConfig(path=model, engine="torch"), device=args.device, half=cuda,
+                              cuda_graphs=graphs)
         engines[name] = engine
         check = compare_with_ort(model, engine, batch_sizes=(1, 2))
         log(f"{engine.provider} vs ONNX Runtime CPU: {check}")

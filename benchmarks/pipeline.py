@@ -77,32 +77,18 @@ def camera_stage(settings_json: str, redis_url: str, stagger: bool, first: int, 
 
 
 def inference_stage(settings_json: str, redis_url: str, engine_spec: str, stop) -> None:
-    """``engine_spec``: 'ort' (the configured providers) or 'torch[-cuda|-cpu][-fp16][-graphs]'."""
+    """``engine_spec``: 'ort' (the configured providers) or 'torch[-cuda|-cpu][-fp16][-graphs]'
+    (:func:`benchmarks.common.make_engine`)."""
     from fbvision.inference.worker import InferenceWorker
 
     logging.basicConfig(level=logging.WARNING)
     settings = Settings.model_validate_json(settings_json)
     transport = Transport.from_config(settings.redis, url=redis_url, client_name="bench-inference")
-    engine = make_engine(settings.model, engine_spec)
+    engine = common.make_engine(settings.model, engine_spec)
     try:
         InferenceWorker(settings, transport, engine=engine, name="bench-inference").run(stop)
     finally:
         transport.close()
-
-
-def make_engine(model: ModelConfig, spec: str):
-    if spec == "ort":
-        from fbvision.inference.engines.ort import OrtEngine
-
-        return OrtEngine.from_config(model)
-    if spec.startswith("torch"):
-        from fbvision.inference.engines.pytorch import TorchEngine
-
-        parts = spec.split("-")
-        device = "cuda" if "cuda" in parts else ("cpu" if "cpu" in parts else None)
-        return TorchEngine(model.resolved_path(), device=device, half=("fp16" in parts) or None,
-                           cuda_graphs="graphs" in parts)
-    raise ValueError(f"unknown engine spec {spec!r}")
 
 
 # -- measurement -------------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/run_bench.py              # full run (~10 min on 2 cores) -> benchmarks/results/
     .venv/bin/python benchmarks/run_bench.py --quick      # smoke pass (< 60 s) -> benchmarks/results/quick/
     .venv/bin/python benchmarks/run_bench.py -- -k micro  # anything after -- goes to pytest
+    .venv/bin/python -m benchmarks.run_bench --quick      # the same, from the repository root
     make bench ARGS=--quick
 
 Writes ``<out>/<stamp>.json`` (pytest-benchmark's ``--benchmark-json``: stats, the machine, every suite's
@@ -23,8 +24,6 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 
 
 def compact(json_path: Path) -> None:
@@ -51,7 +50,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="rebuild the report from an existing JSON, run nothing")
     args = parser.parse_args(argv)
 
-    from benchmarks import report
+    if __package__:  # python -m benchmarks.run_bench
+        from benchmarks import report
+    else:  # python benchmarks/run_bench.py: this folder is on sys.path, and report.py imports no sibling
+        import report
 
     if args.report_only:
         print(report.build(args.report_only, args.out))

@@ -28,13 +28,12 @@ import pytest
 from benchmarks import common
 from fbvision.core.config import InferenceConfig
 from fbvision.core.letterbox import Letterbox
+from fbvision.core.tensor import to_tensor
 from fbvision.core.wire import ResultMessage, Timeline, decode_frame, encode_frame, encode_result
 from fbvision.inference.decode import decode_yolo
 from fbvision.inference.worker import InferenceWorker
 
 pytestmark = [pytest.mark.bench, pytest.mark.timeout(1800)]
-
-_INV_255 = np.float32(1.0 / 255.0)
 
 
 class MemoryTransport:
@@ -98,7 +97,7 @@ class Sweep:
         for data in payloads:
             f = decode_frame(data)
             image = cv2.imdecode(np.frombuffer(f.jpeg, dtype=np.uint8), cv2.IMREAD_COLOR)
-            np.multiply(image[:, :, ::-1].transpose(2, 0, 1), _INV_255, out=tensor[0], dtype=np.float32)
+            to_tensor(image, out=tensor)
             t0 = time.time()
             output = self.engine.infer(tensor)
             t1 = time.time()

@@ -25,10 +25,10 @@ def _small_model(prof) -> object:
 def test_torch_engine_matches_onnxruntime(benchmark, prof):
     pytest.importorskip("torch")
     pytest.importorskip("onnx")
-    from fbvision.inference.engines.pytorch import TorchEngine, compare_with_ort
+    from fbvision.inference.engines.pytorch import compare_with_ort
 
     model = _small_model(prof)
-    engine = TorchEngine(model, device="cpu")
+    engine = common.make_engine(model, "torch-cpu")
     rows = benchmark.pedantic(compare_with_ort, args=(model, engine, (1, 3)), rounds=1, iterations=1)
     for row in rows:
         assert row["max_box_diff_px"] < 0.05, rows
@@ -41,9 +41,8 @@ def test_inference_worker_runs_on_the_torch_engine(benchmark, prof):
     pytest.importorskip("onnx")
     from benchmarks.test_batching import Sweep
     from fbvision.inference.batcher import AutotuneResult
-    from fbvision.inference.engines.pytorch import TorchEngine
 
-    engine = TorchEngine(_small_model(prof), device="cpu")
+    engine = common.make_engine(_small_model(prof), "torch-cpu")
     frames = common.frame_messages(4, int(engine.input_size[0]))
     sweep = Sweep(engine, frames, [engine.info.class_id("horse")], 0.05, 100, [2],
                   AutotuneResult(batch=2, max_wait_ms=0.0, table=[], seconds=0.0))

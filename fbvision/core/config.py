@@ -25,9 +25,30 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from fbvision.core.logic_config import CameraLogicOverrides, LogicConfig
 from fbvision.core.redact import redact_url
 
+# The source checkout this module sits in (meaningful only when running from one; an installed package has none).
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEMO_CONFIG = REPO_ROOT / "configs" / "demo.yaml"
+# Package data: the demo configuration and the demo model ship inside the package (configs/demo.yaml and
+# models/horse-demo-yolo11n-320.onnx in the checkout are links to these).
+PACKAGE_DATA = Path(__file__).resolve().parents[1] / "data"
+DEMO_CONFIG = PACKAGE_DATA / "demo.yaml"
+DEMO_MODEL = PACKAGE_DATA / "models" / "horse-demo-yolo11n-320.onnx"
 ENV_PREFIX = "FBV_"
+
+
+def resolve_data_path(path: str | Path, base: Path | None = None) -> Path:
+    """Where a relative file path of the configuration (``model.path``) points, absolute.
+
+    Looked up, in order, in ``base`` (the config file's folder, when there is one), the current directory and
+    the package's data (``fbvision/data``); the first that exists wins. When none does, the first candidate
+    is returned, so that the error names it."""
+    path = Path(path).expanduser()
+    if path.is_absolute():
+        return path
+    candidates = [*([base] if base is not None else []), Path.cwd(), PACKAGE_DATA]
+    for folder in candidates:
+        if (folder / path).exists():
+            return (folder / path).absolute()
+    return (candidates[0] / path).absolute()
 
 
 class Strict(BaseModel):
@@ -71,19 +92,25 @@ class RedisConfig(Strict):
 class ModelConfig(Strict):
     path: Path = Field(
         Path("models/horse-demo-yolo11n-320.onnx"),
-        description="ONNX model with a dynamic batch dimension; a relative path is taken from the repository root.",
+        description="ONNX model with a dynamic batch dimension. A relative path is looked up beside the config file, "
+        "then in the current directory, then in the package's data (fbvision/data: the demo model).",
+    )
+    engine: Literal["ort", "torch"] = Field(
+        "ort",
+        description="What runs the model: 'ort' = ONNX Runtime (the providers below, in order); 'torch' = the same "
+        "ONNX file run by PyTorch (CUDA FP16 when a GPU is there, else CPU; needs torch + onnx installed).",
     )
     providers: list[Literal["tensorrt", "cuda", "cpu"]] = Field(
         ["tensorrt", "cuda", "cpu"], min_length=1, description="Execution providers to try, in order."
     )
     tensorrt_fp16: bool = Field(True, description="Let TensorRT build FP16 engines.")
     tensorrt_cache_dir: Path = Field(
-        Path(".cache/trt"), description="TensorRT engine and timing cache directory (kept across runs)."
+        Path(".cache/trt"), description="TensorRT engine and timing cache directory (kept across runs); relative to the working directory."
     )
     intra_op_threads: int = Field(0, ge=0, le=256, description="ORT CPU threads; 0 = ORT's default (all cores).")
 
     def resolved_path(self) -> Path:
-        return self.path if self.path.is_absolute() else REPO_ROOT / self.path
+        return resolve_data_path(self.path)
 
 
 class InferenceConfig(Strict):
@@ -269,7 +296,7 @@ def apply_env_overrides(tree: dict, environ: Mapping[str, str]) -> dict:
 
 
 def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
-    """Load ``path`` (default: configs/demo.yaml), apply environment overrides, validate."""
+    """Load ``path`` (default: the demo config, fbvision/data/demo.yaml), apply environment overrides, validate."""
     path = Path(path) if path is not None else DEMO_CONFIG
     environ = os.environ if environ is None else environ
     try:
@@ -287,6 +314,10 @@ def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | N
         raise ConfigError(f"invalid configuration ({path}): producer: the section is now called camera: "
                           "(the camera manager's settings); rename the key (FBV_PRODUCER__X -> FBV_CAMERA__X)")
     try:
-        return Settings.model_validate(tree)
+        settings = Settings.model_validate(tree)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, str(path))) from None
+    # Relative to this file first; stored absolute, so that every stage process (given the settings as JSON,
+    # from any working directory) opens the same model.
+    settings.model.path = resolve_data_path(settings.model.path, path.resolve().parent)
+    return settings

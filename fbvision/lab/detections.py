@@ -30,15 +30,18 @@ from typing import Any
 import cv2
 import numpy as np
 import pandas as pd
+import supervision as sv
 
 from fbvision.core.candidates import Candidates
-from fbvision.core.config import REPO_ROOT
+from fbvision.core.config import ModelConfig, resolve_data_path
 from fbvision.core.letterbox import letterbox
 from fbvision.core.logic_config import (
     TRACK_RULES,
     LogicConfig,
 )
+from fbvision.core.tensor import to_tensor
 from fbvision.inference.decode import decode_yolo
+from fbvision.inference.engines import build_engine
 from fbvision.logic.camera_logic import CameraLogic
 from fbvision.synth import HorseTruth, Scenario, SceneRenderer
 
@@ -99,19 +102,8 @@ def _as_scenario(item: str | Path | Scenario) -> Scenario:
 
 
 def _resolve_model(model_path: str | Path | None) -> Path:
-    path = Path(model_path) if model_path is not None else DEFAULT_MODEL
-    return path if path.is_absolute() else REPO_ROOT / path
-
-
-def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    if a.size == 0 or b.size == 0:
-        return np.zeros((len(a), len(b)))
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
-    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
-    return inter / (area_a[:, None] + area_b[None, :] - inter + 1e-9)
+    # Relative: from the current directory, else the package's data (the demo model).
+    return resolve_data_path(Path(model_path) if model_path is not None else DEFAULT_MODEL)
 
 
 def truth_candidates(
@@ -148,21 +140,13 @@ def truth_candidates(
 
 
 class _Detector:
-    """The inference worker's path on CPU: letterbox (+ the camera manager's JPEG), BGR->RGB /255, ORT, decode."""
+    """The inference worker's path on CPU: letterbox (+ the camera manager's JPEG), BGR->RGB /255 (``to_tensor``),
+    the engine of :func:`fbvision.inference.engines.build_engine` (ONNX Runtime on the CPU), decode."""
 
     def __init__(self, path: Path, *, threads: int, conf_floor: float, top_k: int, jpeg_quality: int | None):
-        import onnxruntime as ort
-
-        from fbvision.core.modelinfo import load_model_info
-
-        self.info = load_model_info(path)
+        self.engine = build_engine(ModelConfig(path=path, engine="ort", providers=["cpu"], intra_op_threads=threads))
+        self.info = self.engine.info
         self.class_id = self.info.class_id("horse")
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.dtype = np.float16 if self.info.input_dtype == "float16" else np.float32
         self.conf_floor, self.top_k, self.jpeg_quality = conf_floor, top_k, jpeg_quality
 
     def __call__(self, frames: Sequence[np.ndarray]) -> list[Candidates]:
@@ -173,12 +157,15 @@ class _Detector:
             if self.jpeg_quality is not None:
                 ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
                 image = cv2.imdecode(data, cv2.IMREAD_COLOR) if ok else image
-            images.append(image[:, :, ::-1].transpose(2, 0, 1))
+            images.append(image)
             boxes.append(box)
-        tensor = (np.stack(images).astype(np.float32) / np.float32(255.0)).astype(self.dtype, copy=False)
-        output = self.session.run([self.info.output_name], {self.info.input_name: tensor})[0]
-        return decode_yolo(output.astype(np.float32, copy=False), boxes, [self.class_id], self.conf_floor,
-                           self.top_k)
+        out: list[Candidates] = []
+        step = self.engine.max_batch  # a lab batch larger than the model's is run in chunks
+        for start in range(0, len(images), step):
+            output = self.engine.infer(to_tensor(images[start : start + step]))
+            out.extend(decode_yolo(output, boxes[start : start + step], [self.class_id], self.conf_floor,
+                                   self.top_k))
+        return out
 
 
 def detection_log(
@@ -339,7 +326,7 @@ def _frame_rows(outcome: Any, truth: Sequence[HorseTruth], horse_of_track: dict[
     visible = [tr for tr in truth if tr.visible]
     matched: dict[int, tuple[str, float]] = {}
     if present and visible:
-        iou = _box_iou(np.array([f.box for f in present]), np.array([tr.box for tr in visible]))
+        iou = sv.box_iou_batch(np.array([f.box for f in present]), np.array([tr.box for tr in visible])).astype(np.float64)
         while iou.size and iou.max() >= _MATCH_IOU:
             r, c = np.unravel_index(int(np.argmax(iou)), iou.shape)
             matched[present[r].track_id] = (visible[c].horse_id, float(iou[r, c]))

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from fbvision.core.modelinfo import ModelInfo, load_model_info
+from fbvision.core.tensor import to_tensor
 from fbvision.synth.dataset import random_scenario, samples
 
 logger = logging.getLogger(__name__)
@@ -71,8 +72,7 @@ class OnnxHorseDetector:
         for start in range(0, len(images), self.info.max_batch):
             chunk = images[start : start + self.info.max_batch]
             boxed = [letterbox(image, self.info.input_size) for image in chunk]
-            tensor = np.stack([b[0][:, :, ::-1] for b in boxed]).transpose(0, 3, 1, 2)
-            tensor = np.ascontiguousarray(tensor, dtype=np.float32) / 255.0
+            tensor = to_tensor([b[0] for b in boxed])
             raw = self.session.run(
                 [self.info.output_name], {self.info.input_name: tensor.astype(self._dtype)}
             )[0]

@@ -103,7 +103,8 @@ def build_providers(
 
 
 class OrtEngine:
-    """ONNX Runtime session over an exported YOLO model with a dynamic batch axis.
+    """ONNX Runtime session over an exported YOLO model with a dynamic batch axis. From a config:
+    :func:`fbvision.inference.engines.build_engine` (``model.engine: ort``).
 
     Raises :class:`fbvision.core.modelinfo.ModelError` at construction for a missing file, a fixed batch, a wrong
     input, or a ``max_batch`` beyond what the model declares.
@@ -167,19 +168,6 @@ class OrtEngine:
             "session ready in %.1f s",
             self.info.path.name, self.provider, ", ".join(self.providers_requested), ", ".join(available),
             self.input_size[1], self.input_size[0], self.max_batch, time.perf_counter() - started,
-        )
-
-    @classmethod
-    def from_config(cls, model, max_batch: int | None = None, model_info: ModelInfo | None = None) -> OrtEngine:
-        """From a :class:`fbvision.core.config.ModelConfig` (relative paths are taken from the repository root)."""
-        from fbvision.core.config import REPO_ROOT
-
-        cache_dir = model.tensorrt_cache_dir
-        if not Path(cache_dir).is_absolute():
-            cache_dir = REPO_ROOT / cache_dir
-        return cls(
-            model.resolved_path(), model.providers, tensorrt_fp16=model.tensorrt_fp16, cache_dir=cache_dir,
-            intra_op_threads=model.intra_op_threads, max_batch=max_batch, model_info=model_info,
         )
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
