@@ -4,6 +4,11 @@ A synthetic scenario says exactly when a horse lies down, runs or rolls. From it
 and the camera's rule settings we derive the alerts a correct pipeline must raise, each with a deadline
 (onset + the rule's first escalation age + the smoothing window + a tolerance), and match them against
 the alerts the backend actually received: hits, misses, false alerts and time-to-alert.
+
+:data:`RULE_TRUTH` says, per rule of the registry (:mod:`fbvision.logic.rules`), which ground-truth behaviours
+make its condition true and whether its alerts are due per behaviour bout. It is keyed by the registry's
+rule names and checked against the registry at import: a rule added to the logic without an entry here
+fails the import of the lab.
 """
 
 from __future__ import annotations
@@ -14,15 +19,65 @@ from dataclasses import asdict, dataclass
 import pandas as pd
 
 from fbvision.core.logic_config import RuleConfig, RulesConfig
+from fbvision.logic import rules as rule_registry
 from fbvision.synth import Scenario, events
 
-#: Which ground-truth behaviours make each rule's condition true.
+
+@dataclass(frozen=True)
+class RuleTruth:
+    """How the ground truth of a synthetic scenario scores one rule."""
+
+    behaviours: frozenset[str] = frozenset()  # ground-truth behaviours during which the condition holds
+    per_bout: bool = False  # one alert is due per bout of those behaviours long enough for the rule
+    why: str = ""
+
+
+#: Per registered rule (:func:`fbvision.logic.rules.registered`): its ground truth. Every rule needs an entry.
+RULE_TRUTH: dict[str, RuleTruth] = {
+    "horse_down": RuleTruth(
+        frozenset({"lying_down", "lying_sternal", "lying_flat", "rolling"}), per_bout=True, why="a lying bout"
+    ),
+    "too_fast": RuleTruth(frozenset({"running"}), per_bout=True, why="a running bout"),
+    "rolling": RuleTruth(
+        frozenset({"rolling"}),
+        why="needs several down/ups: only the dedicated scenario is scored, by presence",
+    ),
+    "horse_absent": RuleTruth(why="no scripted behaviour takes the horse out of view"),
+    "camera_offline": RuleTruth(why="a camera fault, not a behaviour of the scene"),
+}
+#: Which ground-truth behaviours make each rule's condition true (the rules that have any).
 RULE_BEHAVIOURS: dict[str, frozenset[str]] = {
-    "horse_down": frozenset({"lying_down", "lying_sternal", "lying_flat", "rolling"}),
-    "too_fast": frozenset({"running"}),
-    "rolling": frozenset({"rolling"}),
+    name: truth.behaviours for name, truth in RULE_TRUTH.items() if truth.behaviours
 }
 TOLERANCE_S = 2.0
+
+
+def check_rule_truth() -> None:
+    """Fail unless :data:`RULE_TRUTH` has exactly one entry per registered rule. Runs at import."""
+    names = [r.name for r in rule_registry.registered()]
+    missing = [n for n in names if n not in RULE_TRUTH]
+    extra = sorted(set(RULE_TRUTH) - set(names))
+    if missing or extra:
+        raise RuntimeError(
+            f"fbvision.lab.groundtruth.RULE_TRUTH and the rule registry disagree: no entry for {missing}, "
+            f"entries of unregistered rules {extra}"
+        )
+
+
+def rule_truth(name: str) -> RuleTruth:
+    """The ground truth of the registered rule ``name``."""
+    try:
+        return RULE_TRUTH[name]
+    except KeyError:
+        raise KeyError(f"rule {name!r} has no entry in fbvision.lab.groundtruth.RULE_TRUTH") from None
+
+
+def bout_scored_rules() -> tuple[str, ...]:
+    """Registered rules whose alerts :func:`expected_alerts` derives from behaviour bouts (registry order)."""
+    return tuple(r.name for r in rule_registry.registered() if rule_truth(r.name).per_bout)
+
+
+check_rule_truth()
 
 
 @dataclass(frozen=True)
@@ -77,14 +132,16 @@ def expected_alerts(camera_id: str, scenario: Scenario, rules: RulesConfig, t0: 
     ev = events(scenario)
     period = scenario.effective_duration_s
     out: list[ExpectedAlert] = []
-    for rule_name, behaviours in RULE_BEHAVIOURS.items():
+    for spec in rule_registry.registered():
+        truth = rule_truth(spec.name)
+        if not truth.per_bout:
+            continue  # e.g. rolling (only its dedicated scenario, by presence) and the camera rules
+        rule_name, behaviours = spec.name, truth.behaviours
         rule: RuleConfig = getattr(rules, rule_name)
         if not rule.enabled:
             continue
         first_age = rule.escalation[0].after_s
         lag = smoothing_lag_s(rule, scenario.fps)
-        if rule_name == "rolling":
-            continue  # rolling needs several down/ups: only the dedicated scenario is scored, by presence
         for _horse, horse_ev in ev.groupby("horse_id"):
             due = []
             for start, end in _intervals(horse_ev, behaviours):

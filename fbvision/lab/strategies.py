@@ -9,7 +9,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 
@@ -20,8 +20,9 @@ from fbvision.core.logic_config import (
     SmoothingKind,
 )
 from fbvision.lab.detections import _as_scenario, _track_rows
-from fbvision.lab.groundtruth import RULE_BEHAVIOURS, expected_alerts, match_alerts, summarise
-from fbvision.logic import rules as rule_fns
+from fbvision.lab.groundtruth import bout_scored_rules, expected_alerts, match_alerts, summarise
+from fbvision.logic import rules as rule_registry
+from fbvision.logic.features import TrackFeatures
 from fbvision.logic.smoothing import build_filter, episode_tracker, episode_transitions, smooth
 from fbvision.synth import Scenario
 
@@ -172,27 +173,33 @@ def describe(rule: RuleConfig) -> str:
     )
 
 
+#: Numeric track-feature columns a log row gives a recomputed score (NaN when the log lacks one).
+_FEATURE_VALUES = ("t", "aspect", "rel_height", "bottom", "speed_bl_s", "confidence", "baseline_height")
+
+
 def raw_signal(log: pd.DataFrame, rule: str = "horse_down", base: LogicConfig | None = None) -> pd.Series:
     """The rule's raw per-frame score: the ``raw_<rule>`` column when the log has it (what the worker
-    computed), else derived from the feature columns with :mod:`fbvision.logic.rules` (recorder logs)."""
+    computed), else recomputed from the feature columns by the registered rule's score function
+    (:mod:`fbvision.logic.rules`; recorder logs), for the track rules that read only track features."""
     column = f"raw_{rule}"
     if column in log:
         return log[column].astype(float)
     base = base or LogicConfig()
-    if rule == "horse_down":
-        fn = rule_fns.horse_down
-    elif rule == "too_fast":
-        def fn(f: Any) -> float | None:
-            return rule_fns.too_fast(f, base.rules.too_fast)
-    else:
+    spec = rule_registry.REGISTRY.get(rule)
+    if spec is None or not spec.from_features:
         raise ValueError(f"the log has no {column!r} column and {rule!r} cannot be derived from features")
+    params = getattr(base.rules, rule)
+    nan = pd.Series(math.nan, index=log.index)
+    numbers = [log[name] if name in log else nan for name in _FEATURE_VALUES]
     values = []
-    speeds = log["speed_bl_s"] if "speed_bl_s" in log else pd.Series(math.nan, index=log.index)
-    for present, lying, speed in zip(log["present"], log["lying"], speeds, strict=True):
+    for present, lying, *others in zip(log["present"], log["lying"], *numbers, strict=True):
         row = SimpleNamespace(present=bool(present) if pd.notna(present) else False,
                               lying=bool(lying) if pd.notna(lying) else False,
-                              speed_bl_s=float(speed) if pd.notna(speed) else math.nan)
-        score = fn(row)
+                              **{name: float(v) if pd.notna(v) else math.nan
+                                 for name, v in zip(_FEATURE_VALUES, others, strict=True)})
+        ctx = rule_registry.RuleContext(t=row.t, params=params, rules=base.rules,
+                                        features=cast(TrackFeatures, row))
+        score = spec.score(ctx).value
         values.append(math.nan if score is None else float(score))
     return pd.Series(values, index=log.index, name=column, dtype=float)
 
@@ -279,8 +286,8 @@ def evaluate_strategies(
     :func:`config_snippet`). A raise after the deadline counts as a miss *and* a false alert.
     """
     base = base or LogicConfig()
-    if rule not in RULE_BEHAVIOURS or rule == "rolling":
-        raise ValueError(f"ground truth scores only {sorted(set(RULE_BEHAVIOURS) - {'rolling'})}, not {rule!r}")
+    if rule not in bout_scored_rules():
+        raise ValueError(f"ground truth scores only {sorted(bout_scored_rules())}, not {rule!r}")
     base_rule = getattr(base.rules, rule)
     strategies = strategy_grid(grid, base_rule)
     cameras = _camera_info(log, scenarios)

@@ -23,16 +23,15 @@ import supervision as sv
 from fbvision.core.candidates import Candidates
 from fbvision.core.events import AlertEvent, AlertState, Evidence
 from fbvision.core.logic_config import (
-    CAMERA_RULES,
-    TRACK_RULES,
     CameraLogicOverrides,
     LogicConfig,
     RuleConfig,
     effective_rules,
 )
-from fbvision.logic import rules as rule_fns
+from fbvision.logic import rules as rule_registry
 from fbvision.logic.features import FeatureExtractor, TrackFeatures
 from fbvision.logic.filters import apply_nms, filter_candidates
+from fbvision.logic.rules import OnTick, Rule, RuleContext, Scope
 from fbvision.logic.smoothing import EpisodeTracker, SignalFilter, Transition, build_filter, episode_tracker
 from fbvision.logic.tracking import CameraTracker
 
@@ -104,6 +103,23 @@ class CameraLogic:
         self._tracker = CameraTracker(config.tracker, camera_id)
         self._features = FeatureExtractor(camera_id, config.features)
         self._states: dict[tuple[str, int | None], _RuleState] = {}
+        # The registry as it is now (a rule registered later is not seen by this camera), split by when
+        # each rule is scored: see fbvision.logic.rules (registration order = evaluation order).
+        self._registered = rule_registry.registered()
+        missing = [
+            r.name for r in self._registered if not isinstance(getattr(self.rules, r.name, None), RuleConfig)
+        ]
+        if missing:
+            raise ValueError(f"camera {camera_id}: the rules config has no parameters for rule(s) {missing}")
+        self._track_rules = tuple(r for r in self._registered if r.scope is Scope.track)
+        camera_rules = tuple(r for r in self._registered if r.scope is Scope.camera)
+        self._arrival_rules = tuple(r for r in camera_rules if not r.reads_tracks)
+        self._after_track_rules = tuple(r for r in camera_rules if r.reads_tracks)
+        self._tick_rules = tuple(r for r in camera_rules if r.on_tick is not OnTick.skip)
+        self._posture_window_s = max(
+            (r.posture_window_s(self._rule_params(r.name)) for r in self._track_rules if r.posture_window_s),
+            default=0.0,
+        )
         self._postures: dict[int, deque[tuple[float, bool]]] = {}
         self._last_seen: dict[int, float | None] = {}  # known tracks; None: restored, not seen yet
         self._first_t: float | None = None
@@ -135,8 +151,9 @@ class CameraLogic:
         alerts: list[AlertEvent] = []
         signals: list[RuleSignal] = []
 
-        # A frame arrived: the camera is online.
-        alerts += self._evaluate("camera_offline", None, 0.0, t, seq, signals)
+        # A frame arrived (the camera is online): camera rules that need no tracks.
+        previous_t = self._last_frame_t
+        alerts += self._evaluate_camera(self._arrival_rules, t, seq, signals, last_frame_t=previous_t)
         self._last_frame_t, self._last_seq = t, seq
 
         cfg = self.config
@@ -159,27 +176,39 @@ class CameraLogic:
                 self._record_posture(f)
             alerts += self._evaluate_track(f, signals)
 
-        alerts += self._evaluate("horse_absent", None, rule_fns.horse_absent(present), t, seq, signals)
+        alerts += self._evaluate_camera(
+            self._after_track_rules, t, seq, signals, last_frame_t=previous_t, present_tracks=present
+        )
         self._forget_stale_tracks(t)
         return FrameOutcome(seq, t, detections, features, alerts, signals)
 
     def tick(self, t: float, camera_online: bool | None = None) -> list[AlertEvent]:
-        """Time passes without a frame: evaluate camera_offline (and let horse_absent reach its threshold)."""
+        """Time passes without a frame: the camera rules that act on ticks (``Rule.on_tick``): camera_offline
+        is scored, horse_absent's clock moves on towards its threshold while frames are fresh."""
         if self._last_frame_t is not None and t < self._last_frame_t:
             return []
         alerts: list[AlertEvent] = []
-        params = self.rules.camera_offline
-        if params.enabled:
-            score = rule_fns.camera_offline(t, self._last_frame_t, camera_online, params)
-            alerts += self._evaluate(
-                "camera_offline", None, score, t, self._last_seq, None, since=self._last_frame_t
+        for rule in self._tick_rules:
+            params = self._rule_params(rule.name)
+            if not params.enabled:
+                continue
+            ctx = RuleContext(
+                t=t,
+                params=params,
+                rules=self.rules,
+                frame=False,
+                last_frame_t=self._last_frame_t,
+                camera_online=camera_online,
             )
-        fresh = self._last_frame_t is not None and t - self._last_frame_t < params.stale_after_s
-        absent = self._states.get(("horse_absent", None))
-        if fresh and absent is not None and self.rules.horse_absent.enabled:
-            # No new evidence, so the smoothed score stays; only the episode's clock moves on.
-            transitions = absent.episode.update(absent.smoothed, t)
-            alerts += self._events("horse_absent", None, transitions, self._last_seq, None, {})
+            if rule.on_tick is OnTick.score:
+                alerts += self._evaluate(rule, None, ctx, self._last_seq, None, since=self._last_frame_t)
+                continue
+            state = self._states.get((rule.name, None))
+            if state is None or not rule.hold_while(ctx):
+                continue
+            # OnTick.hold: no new evidence, so the smoothed score stays; only the episode's clock moves on.
+            transitions = state.episode.update(state.smoothed, t)
+            alerts += self._events(rule.name, None, transitions, self._last_seq, None, {})
         return alerts
 
     # ---------------------------------------------------------------------------------------------------
@@ -198,73 +227,74 @@ class CameraLogic:
         return state
 
     def _record_posture(self, f: TrackFeatures) -> None:
-        """Keep the track's posture as runs (start time, lying) covering the rolling window."""
+        """Keep the track's posture as runs (start time, lying) covering the longest ``posture_window_s``."""
         runs = self._postures.setdefault(f.track_id, deque())
         if not runs or runs[-1][1] != f.lying:
             runs.append((f.t, f.lying))
-        window_start = f.t - self.rules.rolling.window_s
+        window_start = f.t - self._posture_window_s
         while len(runs) >= 2 and runs[1][0] <= window_start:
             runs.popleft()
 
     def _evaluate_track(self, f: TrackFeatures, signals: list[RuleSignal]) -> list[AlertEvent]:
         alerts: list[AlertEvent] = []
-        box = f.box
-        evidence = f.numeric()
-        if self.rules.horse_down.enabled:
-            alerts += self._evaluate(
-                "horse_down",
-                f.track_id,
-                rule_fns.horse_down(f),
-                f.t,
-                f.seq,
-                signals,
-                box=box,
-                evidence=evidence,
+        postures = self._postures.get(f.track_id, ())
+        for rule in self._track_rules:
+            params = self._rule_params(rule.name)
+            if not params.enabled:
+                continue
+            ctx = RuleContext(t=f.t, params=params, rules=self.rules, features=f, postures=postures)
+            alerts += self._evaluate(rule, f.track_id, ctx, f.seq, signals)
+        return alerts
+
+    def _evaluate_camera(
+        self,
+        rules: Sequence[Rule],
+        t: float,
+        seq: int,
+        signals: list[RuleSignal],
+        *,
+        last_frame_t: float | None,
+        present_tracks: int = 0,
+    ) -> list[AlertEvent]:
+        alerts: list[AlertEvent] = []
+        for rule in rules:
+            params = self._rule_params(rule.name)
+            if not params.enabled:
+                continue
+            ctx = RuleContext(
+                t=t,
+                params=params,
+                rules=self.rules,
+                present_tracks=present_tracks,
+                frame=True,
+                last_frame_t=last_frame_t,
+                camera_online=True,
             )
-        if self.rules.too_fast.enabled:
-            score = rule_fns.too_fast(f, self.rules.too_fast)
-            alerts += self._evaluate(
-                "too_fast", f.track_id, score, f.t, f.seq, signals, box=box, evidence=evidence
-            )
-        if self.rules.rolling.enabled:
-            rolling_score: float | None = None
-            rolling_evidence = dict(evidence)
-            if f.present:
-                runs = self._postures.get(f.track_id, ())
-                window_start = f.t - self.rules.rolling.window_s
-                times = np.array([max(start, window_start) for start, _ in runs], dtype=float)
-                lying = np.array([is_lying for _, is_lying in runs], dtype=bool)
-                events = rule_fns.posture_events(times, lying, f.t, self.rules.rolling)
-                rolling_score = rule_fns.rolling(events, self.rules.rolling)
-                rolling_evidence.update(downs=float(events.downs), flips=float(events.flips))
-            alerts += self._evaluate(
-                "rolling", f.track_id, rolling_score, f.t, f.seq, signals, box=box, evidence=rolling_evidence
-            )
+            alerts += self._evaluate(rule, None, ctx, seq, signals)
         return alerts
 
     def _evaluate(
         self,
-        rule: str,
+        rule: Rule,
         track_id: int | None,
-        raw: float | None,
-        t: float,
+        ctx: RuleContext,
         seq: int,
         signals: list[RuleSignal] | None,
         *,
         since: float | None = None,
-        box: tuple[float, float, float, float] | None = None,
-        evidence: Mapping[str, float] | None = None,
     ) -> list[AlertEvent]:
-        if not self._rule_params(rule).enabled:
-            return []
-        state = self._state(rule, track_id)
+        """Score one (enabled) rule, smooth, step its episode; alerts for the episode's transitions."""
+        score = rule.score(ctx)
+        raw = score.value
+        t = ctx.t
+        state = self._state(rule.name, track_id)
         state.smoothed = float(state.filter.update(raw, t))
         transitions = state.episode.update(state.smoothed, t, since=since)
         if signals is not None:
             signals.append(
                 RuleSignal(
                     self.camera_id,
-                    rule,
+                    rule.name,
                     track_id,
                     t,
                     seq,
@@ -275,11 +305,10 @@ class CameraLogic:
             )
         if not transitions:
             return []
-        values = dict(evidence or {})
+        evidence = rule.evidence(ctx, score)
+        values = dict(evidence.values)
         values.update(score=NAN if raw is None else float(raw), smoothed=state.smoothed)
-        if rule == "camera_offline" and self._last_frame_t is not None:
-            values["gap_s"] = t - self._last_frame_t
-        return self._events(rule, track_id, transitions, seq, box, values)
+        return self._events(rule.name, track_id, transitions, seq, evidence.box, values)
 
     def _events(
         self,
@@ -329,17 +358,14 @@ class CameraLogic:
             since = last_seen if last_seen is not None else self._first_t
             if since is None or t - since <= horizon:
                 continue
-            if any(
-                not self._states[(r, track_id)].episode.is_idle
-                for r in TRACK_RULES
-                if (r, track_id) in self._states
-            ):
+            keys = [(r.name, track_id) for r in self._track_rules]
+            if any(not self._states[key].episode.is_idle for key in keys if key in self._states):
                 continue
             del self._last_seen[track_id]
             self._features.forget(track_id)
             self._postures.pop(track_id, None)
-            for rule in TRACK_RULES:
-                self._states.pop((rule, track_id), None)
+            for key in keys:
+                self._states.pop(key, None)
 
     # ---------------------------------------------------------------------------------------------------
     # restart
@@ -389,7 +415,7 @@ class CameraLogic:
             self._last_seen[track_id] = None
         for item in saved.get("episodes", []):
             rule, track_id = item["rule"], item.get("track_id")
-            if rule not in TRACK_RULES + CAMERA_RULES or not self._rule_params(rule).enabled:
+            if rule not in {r.name for r in self._registered} or not self._rule_params(rule).enabled:
                 logger.warning(
                     "camera %s: dropping saved episode of unknown/disabled rule %r", self.camera_id, rule
                 )

@@ -4,17 +4,38 @@ A score is in [0, 1] (1: the condition holds in this frame) or ``None`` when the
 track is not seen); smoothing treats ``None`` as 0. What turns scores into alerts (smoothing, duration,
 severity, resolve) is :mod:`fbvision.logic.smoothing`, configured per rule in :mod:`fbvision.core.logic_config`.
 See ``docs/rules.md`` for the reasoning behind each rule and default.
+
+The **registry** at the end of this module declares every rule once (:class:`Rule`: name, scope, score
+function over a :class:`RuleContext`, evidence, behaviour on ticks). ``CameraLogic``
+(:mod:`fbvision.logic.camera_logic`), the lab and the ground-truth scorer iterate it (:func:`registered`,
+:data:`REGISTRY`, :func:`lookup`) instead of matching rule names. The names and scopes come from the
+config (``TRACK_RULES`` / ``CAMERA_RULES`` in :mod:`fbvision.core.logic_config`, which cannot import this
+stage): :func:`check_registry` runs at import and fails unless the registered rules are exactly those, with
+the same scopes.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+import types
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import cast
 
 import numpy as np
 
-from fbvision.core.logic_config import CameraOfflineRule, RollingRule, TooFastRule
+from fbvision.core.logic_config import (
+    CAMERA_RULES,
+    RULE_NAMES,
+    TRACK_RULES,
+    CameraOfflineRule,
+    RollingRule,
+    RuleConfig,
+    RulesConfig,
+    TooFastRule,
+)
 from fbvision.logic.features import TrackFeatures
 
 logger = logging.getLogger(__name__)
@@ -105,3 +126,311 @@ def camera_offline(
     if last_frame_t is None:
         return 0.0 if camera_online else 1.0
     return 1.0 if t - last_frame_t >= params.stale_after_s else 0.0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The registry: every rule declared once
+
+Box = tuple[float, float, float, float]
+
+
+class Scope(str, Enum):
+    """What a rule watches: one horse (a score and an episode per track) or the whole camera."""
+
+    track = "track"
+    camera = "camera"
+
+
+class OnTick(str, Enum):
+    """What a camera rule does when time passes without a frame (``CameraLogic.tick``)."""
+
+    skip = "skip"  # nothing: its score needs a frame (every track rule)
+    score = "score"  # scored like a frame; a condition found on a tick is dated from the last frame
+    hold = "hold"  # no new evidence: the smoothed score stays, its episode's clock moves (while hold_while)
+
+
+@dataclass(frozen=True)
+class RuleContext:
+    """What a score function may read: one rule at one frame or tick (and one track, for track rules).
+
+    ``t``, ``params`` and ``rules`` are always set; the other fields are the *situation*, filled in where it
+    applies. A rule lists the situation fields its score reads in :attr:`Rule.inputs` (see :data:`INPUTS`).
+    """
+
+    t: float  # capture time of the frame, or the tick's time
+    params: RuleConfig  # this rule's effective parameters (per-camera overrides applied)
+    rules: RulesConfig  # all of the camera's effective rules (a rule may depend on another's setting)
+    features: TrackFeatures | None = None  # track rules: the track at this frame (present=False: not seen)
+    postures: Sequence[tuple[float, bool]] = ()  # track rules: posture runs (start t, lying), oldest first
+    present_tracks: int = 0  # camera rules, after tracking: confirmed tracks seen in this frame
+    frame: bool = True  # a frame arrived at t (False: a tick)
+    last_frame_t: float | None = None  # the camera's frame before the one at t (on a tick: its last frame)
+    camera_online: bool | None = None  # ticks: what the camera manager says (None: nothing); frames: True
+
+
+#: The situation fields of :class:`RuleContext` a rule of each scope may read (list them in ``Rule.inputs``).
+INPUTS: Mapping[Scope, frozenset[str]] = types.MappingProxyType(
+    {
+        Scope.track: frozenset({"features", "postures"}),
+        Scope.camera: frozenset({"present_tracks", "frame", "last_frame_t", "camera_online"}),
+    }
+)
+
+
+@dataclass(frozen=True)
+class Score:
+    """A raw score (``value`` in [0, 1], ``None``: cannot say) and the values it was computed from that an
+    alert carries (``details``, e.g. rolling's ``downs`` and ``flips``, camera_offline's ``gap_s``)."""
+
+    value: float | None
+    details: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RuleEvidence:
+    """What an alert of the rule carries besides ``score`` and ``smoothed``: a box and named values."""
+
+    box: Box | None = None
+    values: Mapping[str, float] = field(default_factory=dict)
+
+
+ScoreFn = Callable[[RuleContext], Score]
+EvidenceFn = Callable[[RuleContext, Score], RuleEvidence]
+
+
+def _always(ctx: RuleContext) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One rule as the logic, the lab and the ground-truth scorer see it (``docs/rules.md``, "Adding a rule").
+
+    ``name`` is the rule's field in ``RulesConfig`` (its parameters), its entry in ``TRACK_RULES`` or
+    ``CAMERA_RULES``, and the ``rule`` of its alerts and episode keys. ``score`` gives the raw per-frame score
+    from a :class:`RuleContext`; ``evidence`` what its alerts carry (called only when its episode changes
+    state). ``inputs``: the context's situation fields the score reads (a camera rule that reads
+    ``present_tracks`` is scored after the frame's tracks, the others as the frame arrives; a log of track
+    features can recompute a track rule that reads only ``features``). ``on_tick``/``hold_while``: what it
+    does on ticks. ``posture_window_s``: for a rule reading ``postures``, how far back (from its params)
+    the posture history must reach.
+    """
+
+    name: str
+    scope: Scope
+    score: ScoreFn
+    evidence: EvidenceFn
+    inputs: frozenset[str] = frozenset()
+    on_tick: OnTick = OnTick.skip
+    hold_while: Callable[[RuleContext], bool] = _always
+    posture_window_s: Callable[[RuleConfig], float] | None = None
+    doc: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scope", Scope(self.scope))
+        object.__setattr__(self, "on_tick", OnTick(self.on_tick))
+        object.__setattr__(self, "inputs", frozenset(self.inputs))
+        if not self.name.isidentifier():
+            raise ValueError(f"rule name {self.name!r} must be an identifier (it is a RulesConfig field)")
+        allowed = INPUTS[self.scope]
+        if not self.inputs <= allowed:
+            raise ValueError(
+                f"{self.scope.value} rule {self.name!r} cannot read {sorted(self.inputs - allowed)}; "
+                f"it may read {sorted(allowed)}"
+            )
+        if self.scope is Scope.track and self.on_tick is not OnTick.skip:
+            raise ValueError(f"track rule {self.name!r}: ticks carry no track, on_tick must be 'skip'")
+        if ("postures" in self.inputs) != (self.posture_window_s is not None):
+            raise ValueError(f"rule {self.name!r}: reads 'postures' if and only if it sets posture_window_s")
+
+    @property
+    def reads_tracks(self) -> bool:
+        """Scored after the frame's tracks (it reads ``present_tracks``); else as the frame arrives."""
+        return "present_tracks" in self.inputs
+
+    @property
+    def from_features(self) -> bool:
+        """A track rule whose score a row of track features recomputes (it reads nothing else)."""
+        return self.scope is Scope.track and self.inputs <= {"features"}
+
+
+def track_evidence(ctx: RuleContext, score: Score) -> RuleEvidence:
+    """The track's box, its finite features and the score's details."""
+    f = ctx.features
+    if f is None:
+        return RuleEvidence(values=dict(score.details))
+    return RuleEvidence(box=f.box, values={**f.numeric(), **score.details})
+
+
+def camera_evidence(ctx: RuleContext, score: Score) -> RuleEvidence:
+    """No box; the score's details."""
+    return RuleEvidence(values=dict(score.details))
+
+
+def _features(ctx: RuleContext) -> TrackFeatures:
+    if ctx.features is None:
+        raise ValueError("a track rule was scored without track features")
+    return ctx.features
+
+
+def _score_horse_down(ctx: RuleContext) -> Score:
+    return Score(horse_down(_features(ctx)))
+
+
+def _score_too_fast(ctx: RuleContext) -> Score:
+    return Score(too_fast(_features(ctx), cast(TooFastRule, ctx.params)))
+
+
+def _score_rolling(ctx: RuleContext) -> Score:
+    f = _features(ctx)
+    if not f.present:
+        return Score(None)
+    params = cast(RollingRule, ctx.params)
+    window_start = ctx.t - params.window_s
+    times = np.array([max(start, window_start) for start, _ in ctx.postures], dtype=float)
+    lying = np.array([is_lying for _, is_lying in ctx.postures], dtype=bool)
+    events = posture_events(times, lying, ctx.t, params)
+    return Score(rolling(events, params), {"downs": float(events.downs), "flips": float(events.flips)})
+
+
+def _rolling_window_s(params: RuleConfig) -> float:
+    return cast(RollingRule, params).window_s
+
+
+def _score_horse_absent(ctx: RuleContext) -> Score:
+    return Score(horse_absent(ctx.present_tracks))
+
+
+def _score_camera_offline(ctx: RuleContext) -> Score:
+    details = {} if ctx.last_frame_t is None else {"gap_s": ctx.t - ctx.last_frame_t}
+    if ctx.frame:
+        return Score(0.0, details)  # a frame arrived: the camera is online
+    params = cast(CameraOfflineRule, ctx.params)
+    return Score(camera_offline(ctx.t, ctx.last_frame_t, ctx.camera_online, params), details)
+
+
+def _frames_fresh(ctx: RuleContext) -> bool:
+    """A frame came within camera_offline's ``stale_after_s``: without frames nobody can say whether the
+    horse is there (camera_offline covers that)."""
+    return ctx.last_frame_t is not None and ctx.t - ctx.last_frame_t < ctx.rules.camera_offline.stale_after_s
+
+
+_REGISTRY: dict[str, Rule] = {}
+#: Read-only view of the registered rules by name, in registration (= evaluation) order.
+REGISTRY: Mapping[str, Rule] = types.MappingProxyType(_REGISTRY)
+
+
+def register(rule: Rule) -> Rule:
+    """Add a rule (after the ones registered before it: the order is the order of evaluation)."""
+    if rule.name in _REGISTRY:
+        raise ValueError(f"rule {rule.name!r} is already registered")
+    _REGISTRY[rule.name] = rule
+    return rule
+
+
+def unregister(name: str) -> Rule:
+    """Remove a rule (tests that register a rule of their own)."""
+    return _REGISTRY.pop(name)
+
+
+def registered(scope: Scope | str | None = None) -> tuple[Rule, ...]:
+    """The registered rules in evaluation order, all or those of one scope."""
+    if scope is None:
+        return tuple(_REGISTRY.values())
+    scope = Scope(scope)
+    return tuple(r for r in _REGISTRY.values() if r.scope is scope)
+
+
+def lookup(name: str) -> Rule:
+    """The registered rule called ``name`` (KeyError naming the known rules if there is none)."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"no rule {name!r}; registered: {', '.join(_REGISTRY)}") from None
+
+
+def check_registry(
+    track_rules: Sequence[str] = TRACK_RULES,
+    camera_rules: Sequence[str] = CAMERA_RULES,
+    rule_names: Sequence[str] = RULE_NAMES,
+) -> None:
+    """Fail unless the registry holds exactly the config's rules with the config's scopes: the names of
+    ``TRACK_RULES`` and ``CAMERA_RULES`` (together the fields of ``RulesConfig``). Runs at import."""
+    problems = []
+    both = set(track_rules) & set(camera_rules)
+    if both:
+        problems.append(f"{sorted(both)} in both TRACK_RULES and CAMERA_RULES")
+    configured = {**{n: Scope.camera for n in camera_rules}, **{n: Scope.track for n in track_rules}}
+    if set(rule_names) != set(configured):
+        problems.append(
+            f"RulesConfig fields {sorted(rule_names)} are not TRACK_RULES + CAMERA_RULES {sorted(configured)}"
+        )
+    for name, scope in configured.items():
+        rule = _REGISTRY.get(name)
+        if rule is None:
+            problems.append(f"{scope.value} rule {name!r} of the config is not registered")
+        elif rule.scope is not scope:
+            problems.append(f"{name!r} is registered as a {rule.scope.value} rule, the config: {scope.value}")
+    unknown = [name for name in _REGISTRY if name not in configured]
+    problems += [f"{name!r} is registered but not in TRACK_RULES/CAMERA_RULES" for name in unknown]
+    if problems:
+        raise RuntimeError("rule registry and fbvision.core.logic_config disagree: " + "; ".join(problems))
+
+
+# Registration order = evaluation order, and so the order of a frame's alerts: camera rules that do not read
+# present_tracks as the frame arrives, then per track the track rules, then the camera rules that read it.
+register(
+    Rule(
+        "camera_offline",
+        Scope.camera,
+        _score_camera_offline,
+        camera_evidence,
+        inputs=frozenset({"frame", "last_frame_t", "camera_online"}),
+        on_tick=OnTick.score,
+        doc="The camera manager says offline, or no frame for stale_after_s; a frame scores 0.",
+    )
+)
+register(
+    Rule(
+        "horse_down",
+        Scope.track,
+        _score_horse_down,
+        track_evidence,
+        inputs=frozenset({"features"}),
+        doc="The track's posture is lying.",
+    )
+)
+register(
+    Rule(
+        "too_fast",
+        Scope.track,
+        _score_too_fast,
+        track_evidence,
+        inputs=frozenset({"features"}),
+        doc="The track moves at >= speed_bl_s body lengths per second.",
+    )
+)
+register(
+    Rule(
+        "rolling",
+        Scope.track,
+        _score_rolling,
+        track_evidence,
+        inputs=frozenset({"features", "postures"}),
+        posture_window_s=_rolling_window_s,
+        doc="min_downs lie-downs, or min_events lie-downs + flips, within window_s (posture_events).",
+    )
+)
+register(
+    Rule(
+        "horse_absent",
+        Scope.camera,
+        _score_horse_absent,
+        camera_evidence,
+        inputs=frozenset({"present_tracks"}),
+        on_tick=OnTick.hold,
+        hold_while=_frames_fresh,
+        doc="No confirmed horse track in this frame; ticks only move its clock while frames are fresh.",
+    )
+)
+check_registry()

@@ -1,7 +1,9 @@
 import pytest
 
 from fbvision.core.logic_config import RulesConfig
+from fbvision.lab import groundtruth
 from fbvision.lab.groundtruth import ExpectedAlert, expected_alerts, match_alerts, smoothing_lag_s, summarise
+from fbvision.logic import rules as rule_registry
 from fbvision.synth import Scenario
 
 
@@ -44,3 +46,35 @@ def test_matching_outcomes():
     s = summarise(matches)
     assert (s["hits"], s["misses"], s["false_alerts"], s["not_due"]) == (1, 1, 2, 1)
     assert s["time_to_alert_s_median"] == pytest.approx(35.0)
+
+
+def test_every_registered_rule_has_its_ground_truth():
+    assert set(groundtruth.RULE_TRUTH) == {r.name for r in rule_registry.registered()}
+    groundtruth.check_rule_truth()  # what the import ran
+    assert groundtruth.bout_scored_rules() == ("horse_down", "too_fast")
+    assert groundtruth.RULE_BEHAVIOURS == {
+        "horse_down": frozenset({"lying_down", "lying_sternal", "lying_flat", "rolling"}),
+        "too_fast": frozenset({"running"}),
+        "rolling": frozenset({"rolling"}),
+    }
+    rule = rule_registry.Rule(
+        "kicking", "track", lambda ctx: rule_registry.Score(0.0), rule_registry.track_evidence
+    )
+    rule_registry.register(rule)
+    try:
+        with pytest.raises(RuntimeError, match=r"no entry for \['kicking'\]"):
+            groundtruth.check_rule_truth()
+        with pytest.raises(KeyError, match="kicking"):
+            expected_alerts("c", Scenario.builtin("running"), RulesConfig(), 0.0, 100.0)
+    finally:
+        rule_registry.unregister("kicking")
+
+
+def test_rolling_and_the_camera_rules_are_never_due_from_bouts():
+    quick = RulesConfig.model_validate({
+        "horse_down": {"escalation": [{"after_s": 5, "severity": "warning"}], "cooldown_s": 0, "exit_after_s": 0},
+        "horse_absent": {"escalation": [{"after_s": 0, "severity": "info"}]},
+        "camera_offline": {"escalation": [{"after_s": 0, "severity": "warning"}]},
+    })
+    got = expected_alerts("c", Scenario.builtin("rolling"), quick, 0.0, 60.0, loop=False)
+    assert [(e.rule, e.onset) for e in got] == [("horse_down", 22.0)]  # the only lying bout >= 5 s + lag

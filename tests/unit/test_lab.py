@@ -13,6 +13,7 @@ import pytest
 from fbvision import lab
 from fbvision.core.config import load_settings
 from fbvision.core.logic_config import HorseDownRule, LogicConfig, SmoothingConfig
+from fbvision.logic import rules as rule_registry
 from fbvision.synth import Scenario
 
 
@@ -128,6 +129,26 @@ def test_a_recorder_style_log_without_signal_columns_scores_the_same(down_log):
     without = lab.evaluate_strategies(recorded, "horse_down", grid, BASE)
     columns = ["strategy", "hits", "false_alerts", "tta_median_s"]
     pd.testing.assert_frame_equal(with_raw[columns], without[columns])
+
+
+def test_raw_signal_recomputes_the_registered_feature_rules_as_the_worker_did(down_log, walk_log):
+    derivable = [r.name for r in rule_registry.registered() if r.from_features]
+    assert derivable == ["horse_down", "too_fast"]
+    running = lab.detection_log(["running"], use_model=False, max_frames=150)
+    assert (running["raw_too_fast"] == 1.0).any() and (running["raw_too_fast"] == 0.0).any()
+    for log, config in ((down_log, BASE), (walk_log, LogicConfig()), (running, LogicConfig())):
+        rows = log[log["track_id"].notna()]
+        for rule in derivable:
+            recorded = rows.drop(columns=[f"raw_{rule}"])
+            pd.testing.assert_series_equal(
+                lab.raw_signal(recorded, rule, config), rows[f"raw_{rule}"].astype(float), check_names=False
+            )
+    for rule in ("rolling", "horse_absent", "camera_offline", "horse_asleep"):
+        with pytest.raises(ValueError, match="cannot be derived from features"):
+            lab.raw_signal(down_log.drop(columns=[c for c in down_log if c.startswith("raw_")]), rule)
+    for rule in ("rolling", "horse_absent", "camera_offline"):
+        with pytest.raises(ValueError, match=r"ground truth scores only \['horse_down', 'too_fast'\]"):
+            lab.evaluate_strategies(down_log, rule, {"none": [{}]}, BASE)
 
 
 def test_default_grid_has_every_family_and_skips_invalid_combinations():
