@@ -1,12 +1,15 @@
 """The ``fbvision`` command: one entry point for every stage and tool.
 
-    fbvision run [run_all options]         the whole pipeline on this host (= runners/run_all.py)
+    fbvision run [--duration S] [...]      the whole pipeline on this host (= runners/run_all.py)
     fbvision camera   [--config F]         camera manager only      (= runners/run_camera.py)
     fbvision infer    [--config F]         batch inference worker   (= runners/run_inference.py)
     fbvision logic    [--config F] [--id]  logic worker             (= runners/run_logic.py)
     fbvision delivery [--config F]         alert delivery to alerts.backend_url
     fbvision backend  [--port --db]        the embedded alert backend (SQLite)
     fbvision config check|show [FILE]      validate / print the effective config (secrets masked)
+    fbvision --version
+
+With no --config / FILE: the demo config that ships in the package (fbvision/data/demo.yaml).
 
 Single stages need a shared Redis: ``REDIS_URL=redis://:password@host:6379/0`` (or ``redis.url``).
 First Ctrl-C/SIGTERM: finish the current batch and exit; second: exit now.
@@ -21,8 +24,10 @@ import signal
 import sys
 import threading
 
+from fbvision import __version__
 from fbvision.core.config import ConfigError, load_settings
 from fbvision.core.redact import redact_url
+from fbvision.run import main as run_main
 
 
 def _config(args: argparse.Namespace) -> int:
@@ -91,29 +96,21 @@ def _backend(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import runpy
-
-    from fbvision.core.config import REPO_ROOT
-
-    sys.argv = [str(REPO_ROOT / "runners" / "run_all.py"), *args.rest]
-    try:
-        runpy.run_path(sys.argv[0], run_name="__main__")
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
+    return run_main.run(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fbvision", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     cfg = sub.add_parser("config", help="check or show a configuration")
     cfg.add_argument("action", choices=["check", "show"])
-    cfg.add_argument("file", nargs="?", default=None, help="YAML file (default: configs/demo.yaml)")
+    cfg.add_argument("file", nargs="?", default=None, help="YAML file (default: the demo config)")
     cfg.set_defaults(func=_config)
     for name, text in (("camera", "camera manager"), ("infer", "batch inference worker"),
                        ("logic", "logic worker"), ("delivery", "alert delivery")):
         p = sub.add_parser(name, help=text)
-        p.add_argument("--config", default=None, help="YAML file (default: configs/demo.yaml)")
+        p.add_argument("--config", default=None, help="YAML file (default: the demo config)")
         p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
         if name == "logic":
             p.add_argument("--id", default=None, help="worker id (stable across restarts; default: logic@host:pid)")
@@ -124,8 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--port", type=int, default=8088)
     b.add_argument("--db", default="runs/alerts.sqlite")
     b.set_defaults(func=_backend)
-    r = sub.add_parser("run", help="the whole pipeline (runners/run_all.py; pass its options after --)")
-    r.add_argument("rest", nargs=argparse.REMAINDER)
+    r = sub.add_parser("run", help="the whole pipeline on this host (= runners/run_all.py)",
+                       description=run_main.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    run_main.add_arguments(r)
     r.set_defaults(func=_run)
     return parser
 

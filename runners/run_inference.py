@@ -2,11 +2,8 @@
 """Run the inference stage alone, against a shared Redis (REDIS_URL). Same as `fbvision infer`."""
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from fbvision.cli import main  # noqa: E402
+from fbvision.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["infer", *sys.argv[1:]]))

@@ -19,7 +19,6 @@ import argparse
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -89,12 +88,6 @@ def make_test_video(path: str | Path, *, seconds: float = 4.0, fps: float = 10.0
     return path
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _die_with_parent() -> None:
     os.setsid()
     try:
@@ -110,6 +103,9 @@ class RtspServer:
     still put some in the URL). ``stop()`` then ``start()`` brings it back on the same port."""
 
     def __init__(self, video: str | Path, port: int | None = None, path: str = "/stall"):
+        # The project's one free_port, imported here: this module imports only the stdlib at import time.
+        from fbvision.run.redis_server import free_port
+
         self.video = Path(video)
         self.port = port or free_port()
         self.path = path if path.startswith("/") else f"/{path}"

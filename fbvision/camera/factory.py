@@ -22,11 +22,6 @@ logger = logging.getLogger(__name__)
 # -- parsing a camera's source spec ------------------------------------------------------------------------------
 
 
-def describe_source(spec: str) -> str:
-    """The source spec with credentials masked: safe to log."""
-    return redact_url(spec)
-
-
 def source_kind(spec: str) -> str:
     """'rtsp' / 'stream' / 'device' / 'synthetic' / 'file'."""
     lower = spec.lower()
@@ -78,7 +73,7 @@ def open_source(
     manager_config = manager_config or CameraManagerConfig()
     spec = camera.source.strip()
     kind = source_kind(spec)
-    description = describe_source(spec)
+    description = redact_url(spec)  # credentials masked: safe to log
     # FFmpeg probes a new RTSP stream for up to a few seconds before the open returns; reads only wait for
     # the next frame, so the watchdog bounds them.
     open_timeout = min(max(10.0, 2.0 * manager_config.watchdog_s), 60.0)

@@ -359,9 +359,7 @@ class Transport:
             socket_timeout_s=cfg.socket_timeout_s,
             retry_initial_s=cfg.retry_initial_s,
             retry_max_s=cfg.retry_max_s,
-            # A `redis.cluster: true` config field (when there is one) forces cluster mode; otherwise the URL says.
-            **({"cluster": True} if getattr(cfg, "cluster", False) else {}),
-            **kwargs,
+            **kwargs,  # cluster mode: the URL says (?cluster=1), or cluster=True here
         )
 
     def _block_s(self, timeout_s: float) -> float:

@@ -37,10 +37,6 @@ from typing import Any
 
 os.environ.setdefault("YOLO_OFFLINE", "1")  # before ultralytics is imported: no update checks, no downloads
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
 import numpy as np  # noqa: E402
 
 logger = logging.getLogger("export_onnx")
@@ -152,14 +148,15 @@ def _names_from(option: str | None, model_names: dict[int, str], nc: int) -> dic
 def verification_batch(n: int, imgsz: int, seed: int = 7) -> np.ndarray:
     """``n`` letterboxed synthetic stall frames as a float32 [n, 3, imgsz, imgsz] RGB tensor in 0..1."""
     from fbvision.core.letterbox import letterbox
+    from fbvision.core.tensor import to_tensor
     from fbvision.synth.dataset import samples
 
     frames = []
     for sample in samples(range(seed, seed + n), frames_per_seed=1):
-        frames.append(letterbox(sample.image, (imgsz, imgsz))[0][:, :, ::-1])
+        frames.append(letterbox(sample.image, (imgsz, imgsz))[0])
         if len(frames) == n:
             break
-    return np.ascontiguousarray(np.stack(frames).transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
+    return to_tensor(frames)
 
 
 def _fix_spatial_dims(onnx_path: Path, imgsz: int) -> None:

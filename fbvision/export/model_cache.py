@@ -20,8 +20,9 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-MODEL_CACHE = REPO_ROOT / ".cache" / "models"
+from fbvision.core.config import REPO_ROOT
+
+MODEL_CACHE = REPO_ROOT / ".cache" / "models"  # in the checkout (tests and benchmarks run from one)
 
 
 def _export_key(imgsz: int, max_batch: int) -> str:
@@ -29,7 +30,7 @@ def _export_key(imgsz: int, max_batch: int) -> str:
         ultralytics_version = version("ultralytics")
     except PackageNotFoundError:
         ultralytics_version = "?"
-    exporter = (REPO_ROOT / "export" / "export_onnx.py").read_bytes()
+    exporter = Path(__file__).with_name("export_onnx.py").read_bytes()
     blob = json.dumps({"ultralytics": ultralytics_version, "imgsz": imgsz, "max_batch": max_batch,
                        "exporter": hashlib.sha256(exporter).hexdigest()[:16]}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
@@ -61,9 +62,8 @@ def cached_yolo11n(imgsz: int, max_batch: int, *, timeout_s: float = 900, cache_
         workdir = cache_dir / f"export-{os.getpid()}"
         workdir.mkdir(exist_ok=True)
         script = (
-            "import sys, torch\n"
-            f"sys.path.insert(0, {str(REPO_ROOT / 'export')!r})\n"
-            "import export_onnx\n"
+            "import torch\n"
+            "from fbvision.export import export_onnx\n"
             "torch.manual_seed(0)\n"
             f"r = export_onnx.export_model('yolo11n.yaml', {str(workdir / target.name)!r}, imgsz={imgsz}, "
             f"max_batch={max_batch}, names='coco', verify_batches=[1, 2], "

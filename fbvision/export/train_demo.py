@@ -24,15 +24,12 @@ from pathlib import Path
 
 os.environ.setdefault("YOLO_OFFLINE", "1")  # before ultralytics is imported: no update checks, no downloads
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
+from fbvision.core.config import DEMO_MODEL  # noqa: E402
 from fbvision.synth.dataset import EVAL_SEED_START, TRAIN_SEED_START, VAL_SEED_START, write_yolo_split  # noqa: E402
 
 logger = logging.getLogger("train_demo")
 
-DEFAULT_OUTPUT = REPO_ROOT / "models" / "horse-demo-yolo11n-320.onnx"
+DEFAULT_OUTPUT = DEMO_MODEL  # the demo model in the package's data (models/ in the checkout links to it)
 
 
 def _write_chunk(job: tuple[str, int, int, int, int]) -> int:
@@ -147,8 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_train:
         best = train(data_yaml, run_dir, args)
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from export_onnx import export_model  # noqa: PLC0415 - sibling script
+    from fbvision.export.export_onnx import export_model
 
     train_time = (
         (run_dir / "train_time_s.txt").read_text().strip() if (run_dir / "train_time_s.txt").exists() else "?"

@@ -47,6 +47,7 @@ from fbvision.lab.draw import (
     recorded_frames,
 )
 from fbvision.synth import HorseTruth, Scenario, SceneRenderer
+from fbvision.synth.video import write_mp4 as write_preview_mp4  # the one MP4 writer; the lab's name for it
 
 logger = logging.getLogger(__name__)
 
@@ -156,38 +157,6 @@ def annotate_recording(
             header=_header_text(synth, rec) if header else None,
             truth=synth.truth(rec.t) if truth else None, copy=False,
         )
-
-
-def write_preview_mp4(frames: Iterable[np.ndarray], path: str | Path, fps: float = 5.0) -> Path:
-    """Write BGR frames as an MP4 (``mp4v``); frames of another size are resized to the first one's.
-
-    Raises ValueError when ``frames`` is empty, RuntimeError when OpenCV cannot open the writer.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    writer = None
-    size = None
-    count = 0
-    try:
-        for frame in frames:
-            if writer is None:
-                size = (frame.shape[1], frame.shape[0])
-                writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), size)
-                if not writer.isOpened():
-                    raise RuntimeError(f"OpenCV cannot write {path} with codec mp4v")
-            if (frame.shape[1], frame.shape[0]) != size:
-                frame = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
-            if frame.ndim == 2:
-                frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
-            writer.write(np.ascontiguousarray(frame, dtype=np.uint8))
-            count += 1
-    finally:
-        if writer is not None:
-            writer.release()
-    if count == 0:
-        raise ValueError("no frames to write")
-    logger.info("preview: %d frames at %.1f fps -> %s", count, fps, path)
-    return path
 
 
 def recording_previews(

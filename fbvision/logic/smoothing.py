@@ -149,66 +149,6 @@ class Hysteresis:
         self._on = False
 
 
-class MinDuration:
-    """True once the input has been truthy (``>= 0.5``) continuously for at least ``seconds``."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self._since: float | None = None
-
-    def update(self, value: float | None, t: float) -> bool:
-        if _value(value) >= 0.5:
-            if self._since is None:
-                self._since = t
-            return t - self._since >= self.seconds
-        self._since = None
-        return False
-
-    def reset(self) -> None:
-        self._since = None
-
-
-class Cooldown:
-    """Deduplicates: after the output turns off, it stays off for ``seconds`` even if the input is on."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self._on = False
-        self._off_at: float | None = None
-
-    def update(self, value: float | None, t: float) -> bool:
-        wanted = _value(value) >= 0.5
-        if self._on and not wanted:
-            self._on, self._off_at = False, t
-        elif not self._on and wanted:
-            self._on = self._off_at is None or t - self._off_at >= self.seconds
-        return self._on
-
-    def reset(self) -> None:
-        self._on = False
-        self._off_at = None
-
-
-class Chain:
-    """Feeds each filter's output to the next (booleans become 0.0/1.0)."""
-
-    def __init__(self, *filters: SignalFilter) -> None:
-        if not filters:
-            raise ValueError("Chain needs at least one filter")
-        self.filters = filters
-
-    def update(self, value: float | None, t: float) -> float | bool:
-        out: float | bool | None = value
-        for f in self.filters:
-            out = f.update(None if out is None else float(out), t)
-        assert out is not None
-        return out
-
-    def reset(self) -> None:
-        for f in self.filters:
-            f.reset()
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Episodes
 

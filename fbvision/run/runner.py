@@ -21,10 +21,6 @@ from fbvision.run.supervisor import CrashLoop, StageSpec, Supervisor
 
 logger = logging.getLogger(__name__)
 
-#: Stop order: sources first, so every frame already queued can still be inferred, judged and delivered.
-STOP_ORDER = ["camera", "inference", "logic", "delivery", "backend"]
-
-
 @dataclass
 class RunOutcome:
     started_at: float
@@ -54,6 +50,7 @@ class PipelineRun:
         self.backend_url = settings.alerts.backend_url
         self.backend_base: str | None = None
         self.supervisor: Supervisor | None = None
+        self.stop_order: list[str] = []
         self.transport: Transport | None = None
         self.started_at = 0.0
         self._signals = 0
@@ -67,21 +64,24 @@ class PipelineRun:
             self.redis_url = self.redis.url
         self.transport = Transport.from_config(self.settings.redis, url=self.redis_url, client_name="fbv-runner")
         self.transport.wait_ready()
-        specs: list[StageSpec] = []
+        backend: list[StageSpec] = []
         if not self.backend_url:
             port = free_port()
             self.backend_base = f"http://127.0.0.1:{port}"
             self.backend_url = f"{self.backend_base}/alerts"
-            specs.append(StageSpec("backend", backend_stage, (str(self.run_dir / "alerts.sqlite"), port)))
+            backend.append(StageSpec("backend", backend_stage, (str(self.run_dir / "alerts.sqlite"), port)))
         cfg = self.settings.model_dump_json()
         recording = str(self.run_dir / "recording") if self.record else ""
-        specs += [
+        pipeline = [  # upstream first: the one list of the stages and their order
             StageSpec("camera", camera_stage, (cfg, self.redis_url)),
             StageSpec("inference", inference_stage, (cfg, self.redis_url)),
             StageSpec("logic", logic_stage, (cfg, self.redis_url, "logic-1", recording)),
             StageSpec("delivery", delivery_stage, (cfg, self.redis_url, self.backend_url)),
         ]
-        self.supervisor = Supervisor(specs, max_restarts=self.settings.runner.max_restarts,
+        # Start: the embedded backend, then the pipeline. Stop: the pipeline in its order (sources first, so every
+        # frame already queued can still be inferred, judged and delivered), the backend last.
+        self.stop_order = [spec.name for spec in pipeline + backend]
+        self.supervisor = Supervisor(backend + pipeline, max_restarts=self.settings.runner.max_restarts,
                                      window_s=self.settings.runner.restart_window_s, log_level=self.log_level)
         self.supervisor.start()
         logger.info("pipeline started: redis %s, backend %s, run dir %s",
@@ -136,7 +136,7 @@ class PipelineRun:
             camera.stop.set()
             camera.process.join(10)
         self.drain()
-        sup.stop(timeout_s=20, order=STOP_ORDER)
+        sup.stop(timeout_s=20, order=self.stop_order)
 
     def cold_stop(self) -> None:
         if self.supervisor is not None:

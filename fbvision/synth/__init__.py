@@ -20,7 +20,7 @@ from fbvision.synth.scenario import (
     Segment,
     builtin_scenarios,
 )
-from fbvision.synth.video import write_frames, write_video
+from fbvision.synth.video import write_frames, write_mp4, write_video
 
 __all__ = [
     "BEHAVIOURS",
@@ -36,5 +36,6 @@ __all__ = [
     "events",
     "ground_truth",
     "write_frames",
+    "write_mp4",
     "write_video",
 ]

@@ -34,8 +34,7 @@ def _export_tiny_model(imgsz: int, max_batch: int) -> Path:
         import ultralytics  # noqa: F401
     except ImportError:
         pytest.skip("the export extra (ultralytics + torch) is not installed: pip install -e '.[export]'")
-    sys.path.insert(0, str(REPO_ROOT / "export"))
-    from model_cache import cached_yolo11n
+    from fbvision.export.model_cache import cached_yolo11n
 
     return cached_yolo11n(imgsz, max_batch)
 

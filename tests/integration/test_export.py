@@ -21,7 +21,7 @@ pytestmark = [
     pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="needs onnxruntime"),
 ]
 
-EXPORT_DIR = Path(__file__).resolve().parents[2] / "export"
+EXPORT_DIR = Path(__file__).resolve().parents[2] / "export"  # the script wrappers (the code: fbvision/export/)
 IMGSZ, MAX_BATCH = 64, 4
 SIDECAR_KEYS = {
     "class_names",
@@ -44,11 +44,8 @@ SIDECAR_KEYS = {
 @pytest.fixture(scope="module")
 def export_module():
     os.environ.setdefault("YOLO_OFFLINE", "1")
-    sys.path.insert(0, str(EXPORT_DIR))
-    try:
-        import export_onnx
-    finally:
-        sys.path.remove(str(EXPORT_DIR))
+    from fbvision.export import export_onnx
+
     return export_onnx
 
 

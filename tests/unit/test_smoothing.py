@@ -10,15 +10,12 @@ import pytest
 
 from fbvision.core.events import AlertState, Severity
 from fbvision.logic.smoothing import (
-    Chain,
-    Cooldown,
     Ema,
     EpisodeTracker,
     Hysteresis,
     Identity,
     KOfN,
     MedianOfLast,
-    MinDuration,
     episode_transitions,
     smooth,
 )
@@ -62,23 +59,6 @@ def test_ema_uses_capture_time_half_life():
     assert ema.update(1.0, 3.0) == pytest.approx(1 - 0.5 * 0.25)
     ema.reset()
     assert ema.update(1.0, 10.0) == 1.0
-
-
-def test_min_duration_and_cooldown():
-    md = MinDuration(1.0)
-    out = [md.update(1, t) for t in (0.0, 0.5, 1.0, 1.5)] + [md.update(0, 2.0), md.update(1, 2.5)]
-    assert out == [False, False, True, True, False, False]
-
-    cd = Cooldown(10.0)
-    out = [cd.update(v, t) for v, t in [(1, 0), (0, 1), (1, 5), (1, 11), (0, 12)]]
-    assert out == [True, False, False, True, False]
-
-
-def test_chain_feeds_outputs_forward_and_resets():
-    chain = Chain(MedianOfLast(3), Hysteresis(0.5))
-    assert stream(chain, [1, 0, 0, 1, 1, 0, 0]) == [True, True, False, False, True, True, False]
-    chain.reset()
-    assert chain.update(0, 0.0) is False
 
 
 def test_bad_parameters_fail():
@@ -211,9 +191,8 @@ def scripted_frame(seed: int = 3) -> pd.DataFrame:
         lambda: KOfN(3, 5),
         lambda: Ema(1.5),
         lambda: MedianOfLast(5),
-        lambda: Chain(MedianOfLast(3), Hysteresis(0.5)),
     ],
-    ids=["vote", "ema", "median", "chain"],
+    ids=["vote", "ema", "median"],
 )
 def test_dataframe_driver_equals_streaming(factory):
     df = scripted_frame()
