@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -188,10 +188,7 @@ class CameraLogic:
         if self._last_frame_t is not None and t < self._last_frame_t:
             return []
         alerts: list[AlertEvent] = []
-        for rule in self._tick_rules:
-            params = self._rule_params(rule.name)
-            if not params.enabled:
-                continue
+        for rule, params in self._enabled(self._tick_rules):
             ctx = RuleContext(
                 t=t,
                 params=params,
@@ -217,6 +214,13 @@ class CameraLogic:
     def _rule_params(self, rule: str) -> RuleConfig:
         return getattr(self.rules, rule)
 
+    def _enabled(self, rules: Sequence[Rule]) -> Iterator[tuple[Rule, RuleConfig]]:
+        """The rules of ``rules`` that this camera's config enables, with their effective parameters."""
+        for rule in rules:
+            params = self._rule_params(rule.name)
+            if params.enabled:
+                yield rule, params
+
     def _state(self, rule: str, track_id: int | None) -> _RuleState:
         key = (rule, track_id)
         state = self._states.get(key)
@@ -238,10 +242,7 @@ class CameraLogic:
     def _evaluate_track(self, f: TrackFeatures, signals: list[RuleSignal]) -> list[AlertEvent]:
         alerts: list[AlertEvent] = []
         postures = self._postures.get(f.track_id, ())
-        for rule in self._track_rules:
-            params = self._rule_params(rule.name)
-            if not params.enabled:
-                continue
+        for rule, params in self._enabled(self._track_rules):
             ctx = RuleContext(t=f.t, params=params, rules=self.rules, features=f, postures=postures)
             alerts += self._evaluate(rule, f.track_id, ctx, f.seq, signals)
         return alerts
@@ -257,10 +258,7 @@ class CameraLogic:
         present_tracks: int = 0,
     ) -> list[AlertEvent]:
         alerts: list[AlertEvent] = []
-        for rule in rules:
-            params = self._rule_params(rule.name)
-            if not params.enabled:
-                continue
+        for rule, params in self._enabled(rules):
             ctx = RuleContext(
                 t=t,
                 params=params,
