@@ -140,10 +140,17 @@ class CameraManager:
         """The stage loop with the camera manager's policy: outages back off up to 1 s while the readers keep
         buffering (bounded), a bug is not caught, counters are flushed every ``stats_interval_s``, an idle
         loop waits up to 50 ms for the next frame (woken by it), and at stop the readers are halted and what
-        they left is pushed."""
+        they left is pushed.
+
+        The back-off is capped at one frame period of the fastest camera: the buffer holds only a few frames per
+        camera (under a second), so a longer wait would evict every frame read during an outage before the first
+        retry after it, and push the first frame late. A failed retry costs one refused connection, at most once
+        per frame period."""
+        frame_period_s = 1.0 / max((cam.fps for cam in self.cameras), default=1.0)
         return StageLoop(
             f"camera manager {self.name}", self._step, counters=self.counters, outage_counter="redis_unavailable",
-            backoff=Backoff(0.1, 1.0, random.Random()), on_error="raise", flush=self._flush_stats,
+            backoff=Backoff(min(0.05, frame_period_s), min(1.0, frame_period_s), random.Random()), on_error="raise",
+            flush=self._flush_stats,
             flush_interval_s=self.stats_interval_s, idle_wait_s=0.05, idle=self._wait_for_frames,
             drain=self._drain, shutdown=self._shutdown,
         )
