@@ -6,7 +6,8 @@
     fbvision logic    [--config F] [--id]  logic worker             (= runners/run_logic.py)
     fbvision delivery [--config F]         alert delivery to alerts.backend_url
     fbvision backend  [--port --db]        the embedded alert backend (SQLite)
-    fbvision config check|show [FILE]      validate / print the effective config (secrets masked)
+    fbvision config check [FILE] [--probe] validate the config and what it points at (files, scenes, model, URLs)
+    fbvision config show [FILE] [--diff]   print the effective config as YAML (secrets masked; --diff: non-defaults)
     fbvision --version
 
 With no --config / FILE: the demo config that ships in the package (fbvision/data/demo.yaml).
@@ -24,6 +25,8 @@ import signal
 import sys
 import threading
 
+import yaml
+
 from fbvision import __version__
 from fbvision.core.config import ConfigError, load_settings
 from fbvision.core.redact import redact_url
@@ -37,9 +40,24 @@ def _config(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 2
     if args.action == "show":
-        print(redact_url(json.dumps(settings.model_dump(mode="json"), indent=2)))
-    else:
-        print(f"ok: {len(settings.cameras)} cameras, model {settings.model.path}")
+        # YAML, as the config is written; --diff: only what differs from the defaults (pydantic's exclude_defaults,
+        # field by field down the tree, cameras included).
+        # Secrets masked on the JSON form, whose quoted keys the masking recognises, then written as YAML.
+        tree = json.loads(redact_url(settings.model_dump_json(exclude_defaults=args.diff)))
+        print(yaml.safe_dump(tree, sort_keys=False, allow_unicode=True), end="")
+        return 0
+    from fbvision.run.configcheck import check_world
+
+    problems = check_world(settings, probe=args.probe, probe_timeout_s=args.probe_timeout)
+    if problems:
+        print(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} in {args.file or 'the demo config'}:",
+              file=sys.stderr)
+        for problem in problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return 1
+    n, off = len(settings.cameras), sum(1 for cam in settings.cameras if not cam.enabled)
+    print(f"ok: {n} camera{'s' if n != 1 else ''}" + (f" ({off} disabled, not checked)" if off else "")
+          + f", model {settings.model.path}" + (" (sources probed)" if args.probe else ""))
     return 0
 
 
@@ -91,7 +109,9 @@ def _stage(args: argparse.Namespace) -> int:
 def _backend(args: argparse.Namespace) -> int:
     from fbvision.alerts.backend import main as backend_main
 
-    backend_main(["--host", args.host, "--port", str(args.port), "--db", args.db])
+    # The token from --token, else the backend reads FBV_BACKEND_TOKEN itself (keeps it off the command line).
+    backend_main(["--host", args.host, "--port", str(args.port), "--db", args.db,
+                  *(["--token", args.token] if args.token else [])])
     return 0
 
 
@@ -106,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     cfg = sub.add_parser("config", help="check or show a configuration")
     cfg.add_argument("action", choices=["check", "show"])
     cfg.add_argument("file", nargs="?", default=None, help="YAML file (default: the demo config)")
+    cfg.add_argument("--diff", action="store_true", help="show: only the values that differ from the defaults")
+    cfg.add_argument("--probe", action="store_true",
+                     help="check: also try to open each RTSP/stream (and device) source, within --probe-timeout")
+    cfg.add_argument("--probe-timeout", type=float, default=5.0, metavar="S", help="seconds per probe (default 5)")
     cfg.set_defaults(func=_config)
     for name, text in (("camera", "camera manager"), ("infer", "batch inference worker"),
                        ("logic", "logic worker"), ("delivery", "alert delivery")):
@@ -120,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--host", default="127.0.0.1")
     b.add_argument("--port", type=int, default=8088)
     b.add_argument("--db", default="runs/alerts.sqlite")
+    b.add_argument("--token", default=None,
+                   help="bearer token required on /alerts (default $FBV_BACKEND_TOKEN); needed unless --host is loopback")
     b.set_defaults(func=_backend)
     r = sub.add_parser("run", help="the whole pipeline on this host (= runners/run_all.py)",
                        description=run_main.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

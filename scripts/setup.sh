@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up shared by `make run`, `make test` and `make bench`.
 #   scripts/setup.sh run    -> .venv with the runtime (+ the ONNX Runtime build that fits this machine), redis-server
-#   scripts/setup.sh test   -> the above + export/dev extras + the RTSP test server's Debian packages
+#   scripts/setup.sh test   -> the above + export/dev/lab extras + the RTSP test server's Debian packages
+#   scripts/setup.sh lab    -> the runtime + JupyterLab, and the project's kernel (.venv's Python) for the notebooks
 # Installs Debian packages only when running as root; otherwise prints exactly what to install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +15,7 @@ log() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 # --- Debian packages ---------------------------------------------------------------------------
 need_debs=()
 command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || need_debs+=(redis-server)
-if [ "$mode" != run ]; then
+if [ "$mode" = test ]; then
   command -v ffmpeg >/dev/null 2>&1 || need_debs+=(ffmpeg)
   if ! /usr/bin/python3 -c "import gi; gi.require_version('Gst','1.0'); gi.require_version('GstRtspServer','1.0'); from gi.repository import Gst, GstRtspServer; Gst.init(None); assert Gst.ElementFactory.find('x264enc') and Gst.ElementFactory.find('rtph264pay') and Gst.ElementFactory.find('qtdemux')" >/dev/null 2>&1; then
     need_debs+=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly)
@@ -40,12 +41,13 @@ fi
 # Exactly one ONNX Runtime build: both wheels provide the `onnxruntime` module.
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then ort=gpu; else ort=cpu; fi
 extras="$ort"
-[ "$mode" != run ] && extras="$ort,export,dev"
+[ "$mode" = test ] && extras="$ort,export,dev,lab"
+[ "$mode" = lab ] && extras="$ort,lab"
 stamp="$VENV/.fbvision-installed"
 hash=$(sha256sum pyproject.toml | cut -c1-16)
 have=$(cat "$stamp" 2>/dev/null || true)
 case "$have" in
-  "$ort,export,dev $hash" | "$extras $hash") ;;   # already installed (the full set covers `run` too)
+  "$ort,export,dev,lab $hash" | "$extras $hash") ;;   # already installed (the full set covers `run` and `lab` too)
   *)
     log "installing fbvision[$extras] into $VENV (first time: a few minutes)"
     other=$([ "$ort" = gpu ] && echo onnxruntime || echo onnxruntime-gpu)
@@ -54,4 +56,9 @@ case "$have" in
     echo "$extras $hash" > "$stamp"
     ;;
 esac
+if [ "$mode" != run ]; then
+  # The notebooks name the kernel "python3": make it this .venv's Python (not whatever python3 is on PATH), in
+  # the .venv's own Jupyter data folder.
+  "$VENV/bin/python" -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (fbvision .venv)" >/dev/null
+fi
 log "ready ($VENV, onnxruntime: $ort, redis-server: $(command -v redis-server || echo /usr/bin/redis-server))"

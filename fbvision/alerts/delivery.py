@@ -12,9 +12,22 @@ backend. An entry is acknowledged only after the backend accepted it, so:
   OLDEST pending entry first, so one camera's events arrive in order;
 * **a crash or restart duplicates at most**: an event POSTed but not yet acknowledged is POSTed again,
   with the same idempotency key; the backend must store each key once (the embedded backend does);
-* **a poison event cannot block the queue**: a 4xx that is about the payload (400, 413, 415, 422, ...)
-  or an entry that is not JSON with an ``idempotency_key`` is dead-lettered, acknowledged and counted
-  (``failed_permanent``), and logged as an error.
+* **a poison event cannot block the queue**: every entry is validated against the alert schema
+  (:class:`~fbvision.core.events.AlertEvent`) and its idempotency key must be a valid header value (visible
+  ASCII, no newline) before it is POSTed; what fails (``unparseable``, ``invalid_event``,
+  ``invalid_idempotency_key``), or draws a 4xx that is about the payload (400, 413, 415, 422, ...), is
+  dead-lettered with its FULL payload and the reason, acknowledged, counted (``failed_permanent`` and
+  ``failed_permanent:<reason>``) and logged as an error;
+* **retry budget**: an entry the backend fails on (HTTP 500), or on which delivery itself raises (any
+  exception: one entry never stops the stage), is retried with the same back-off up to
+  ``alerts.max_attempts`` times, then dead-lettered the same way. Outage answers (no connection, timeouts,
+  502/503/504, 408/425/429, 401/403/404...) never count against it: an outage of any length delays, never
+  drops. And a backend that fails on *every* alert is an outage too: once one entry was dead-lettered on its
+  budget, the next ones are not until some alert has been accepted again (at most one per such period).
+
+Delivered entries are acknowledged AND deleted (``Transport.ack_alerts``: XACK + XDEL in one MULTI), so the
+outbox holds only what is not delivered yet; every XADD also carries ``MAXLEN ~ alerts.outbox_maxlen``.
+With ``alerts.backend_token`` set every POST carries ``Authorization: Bearer <token>``.
 
 Consumers: start with this consumer's own pending entries (what its previous incarnation left - keep the
 name stable across restarts), then claim entries that another, dead, consumer left pending for
@@ -27,16 +40,19 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 import threading
 import time
 from typing import TYPE_CHECKING
 
 import requests
+from pydantic import ValidationError
 
+from fbvision.core.events import AlertEvent
 from fbvision.core.loop import Backoff, StageLoop
 from fbvision.core.metrics import Counters, LatencyStats, set_queue_depth, snapshot
 from fbvision.core.redact import redact_url
-from fbvision.core.transport import StreamEntry, Transport
+from fbvision.core.transport import StreamEntry, Transport, TransportUnavailable
 
 if TYPE_CHECKING:
     from fbvision.core.config import AlertsConfig
@@ -47,6 +63,17 @@ DEAD_LETTER_QUEUE = "alerts:outbox"
 #: 4xx answers that say "the backend (its URL, credentials, load) is not right now", not "this alert is bad".
 RETRY_4XX = frozenset({401, 403, 404, 405, 407, 408, 421, 425, 429})
 DUPLICATE_STATUS = 409
+#: Answers that say "the backend failed on this alert" (it is up, and answered): they count against the entry's
+#: retry budget (alerts.max_attempts). 502/503/504 are gateways and overload: outages, never counted.
+ENTRY_FAILURE_5XX = frozenset({500})
+#: Exceptions of a POST that say "the backend is not reachable (or its URL is wrong)", not "this alert is bad".
+OUTAGE_ERRORS = (
+    requests.ConnectionError, requests.Timeout, requests.exceptions.InvalidURL,
+    requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema,
+)
+#: An idempotency key travels as an HTTP header: visible ASCII only (no newline, nothing http.client would have
+#: to encode as latin-1), and short.
+HEADER_SAFE_KEY = re.compile(r"[\x21-\x7e]{1,200}")
 REPORT_INTERVAL_S = 1.0
 
 _DELIVERED, _RETRY, _POISON = "delivered", "retry", "poison"
@@ -68,6 +95,7 @@ class AlertDelivery:
         batch_size: int = 50,
         clock=time.monotonic,
         rng: random.Random | None = None,
+        token: str | None = None,
     ):
         self.transport = transport
         self.config = config
@@ -76,6 +104,10 @@ class AlertDelivery:
         if not self.url:
             raise ValueError("no backend URL: set alerts.backend_url or pass backend_url (the embedded backend's url)")
         self.safe_url = redact_url(self.url)
+        self._headers = {"Content-Type": "application/json"}
+        token = token or config.backend_token
+        if token:
+            self._headers["Authorization"] = f"Bearer {token}"
         self._own_session = session is None
         self.session = session or requests.Session()
         # A live consumer touches its pending entries at least every retry_max_s; only take over what sat
@@ -89,13 +121,15 @@ class AlertDelivery:
         self.rng = rng or random.Random()
         self.counters = Counters(prometheus_stage="delivery")
         self.counters.declare("delivered", "duplicate", "retried", "failed_permanent", "lost_trimmed",
-                              "redis_unavailable")
+                              "entry_failures", "redis_unavailable")
         self.latency = LatencyStats(prometheus_stage_prefix="delivery_")
         self._failures = 0  # consecutive failed attempts
         self._retry_at = 0.0  # clock() time of the next attempt while backing off
         self._outage_since: float | None = None
         self._next_claim = 0.0
         self._outbox_pending = 0
+        self._attempts: dict[str, int] = {}  # entry id -> failures that count against its budget
+        self._gave_up_since_success = False  # an entry was dead-lettered on its budget, nothing accepted since
 
     # -- one pass ----------------------------------------------------------------------------------
     @property
@@ -119,10 +153,21 @@ class AlertDelivery:
             entries = self.transport.read_alerts(self.consumer, pending=False, count=self.batch_size, block_s=block_s)
         settled = 0
         for entry in entries:
-            if self._deliver(entry) == _RETRY:
+            if self._settle(entry) == _RETRY:
                 break  # keep order: nothing after an undelivered entry goes first
             settled += 1
         return settled
+
+    def _settle(self, entry: StreamEntry) -> str:
+        """:meth:`_deliver` with any failure of this one entry caught: it counts against the entry's retry
+        budget (then the entry is dead-lettered), it never ends the stage."""
+        try:
+            return self._deliver(entry)
+        except TransportUnavailable:
+            raise  # Redis is away or refused (OOM, READONLY...): the loop backs off, the entry stays pending
+        except Exception as exc:  # noqa: BLE001 - whatever one entry does, the ones behind it must go on
+            logger.debug("alert outbox entry %s: delivery raised", entry.entry_id, exc_info=True)
+            return self._entry_failed(entry, f"error_{type(exc).__name__}", f"{type(exc).__name__}: {exc}")
 
     def _deliver(self, entry: StreamEntry) -> str:
         if not entry.payload:
@@ -132,49 +177,80 @@ class AlertDelivery:
             self.transport.ack_alerts([entry.entry_id])
             return _POISON
         try:
-            event = json.loads(entry.payload)
-            key = event["idempotency_key"]
-            if not isinstance(key, str) or not key:
-                raise ValueError("empty idempotency_key")
-        except (ValueError, KeyError, TypeError) as exc:
+            json.loads(entry.payload)
+        except ValueError as exc:  # UnicodeDecodeError included
             return self._poison(entry, "unparseable", f"{type(exc).__name__}: {exc}")
-        camera = event.get("camera_id", "?") if isinstance(event, dict) else "?"
-        headers = {"Content-Type": "application/json", "Idempotency-Key": key}
+        try:
+            event = AlertEvent.model_validate_json(entry.payload)
+        except ValidationError as exc:
+            return self._poison(entry, "invalid_event", _short_errors(exc))
+        key = event.idempotency_key
+        if not HEADER_SAFE_KEY.fullmatch(key):
+            return self._poison(entry, "invalid_idempotency_key",
+                                f"{key[:80]!r} is not a valid header value (1-200 visible ASCII characters)")
+        headers = {**self._headers, "Idempotency-Key": key}
         t0 = time.monotonic()
         try:
             response = self.session.post(
                 self.url, data=entry.payload, headers=headers, timeout=self.config.timeout_s, allow_redirects=False
             )
-        except requests.RequestException as exc:
+        except OUTAGE_ERRORS as exc:
             return self._retry_later(f"{type(exc).__name__}", None)
         finally:
             self.latency.add("post", time.monotonic() - t0)
         status = response.status_code
         if 200 <= status < 300 or status == DUPLICATE_STATUS:
             self.transport.ack_alerts([entry.entry_id])
+            self._attempts.pop(entry.entry_id, None)
             duplicate = status == DUPLICATE_STATUS or _says_duplicate(response)
             self.counters.incr("duplicate" if duplicate else "delivered")
-            updated_at = event.get("updated_at")
-            if isinstance(updated_at, (int, float)) and updated_at > 0:
-                self.latency.add("capture_to_backend", time.time() - float(updated_at))
+            if event.updated_at > 0:
+                self.latency.add("capture_to_backend", time.time() - event.updated_at)
             self._recovered()
-            logger.debug("camera %s: alert %s delivered (HTTP %d)", camera, key, status)
+            logger.debug("camera %s: alert %s delivered (HTTP %d)", event.camera_id, key, status)
             return _DELIVERED
+        if status in ENTRY_FAILURE_5XX:
+            return self._entry_failed(entry, f"http_{status}", response.text[:300])
         if status >= 500 or status in RETRY_4XX or 300 <= status < 400 or status < 200:
             return self._retry_later(f"HTTP {status}", response.headers.get("Retry-After"))
         return self._poison(entry, f"http_{status}", response.text[:300])
 
+    def _entry_failed(self, entry: StreamEntry, reason: str, detail: str) -> str:
+        """One failure that is about this entry: back off and retry it (order is kept), or dead-letter it once
+        it has failed ``max_attempts`` times - unless one was dead-lettered that way since the last accepted
+        alert: then the backend fails on everything, which is an outage, and the entry waits."""
+        self.counters.incr("entry_failures")
+        n = self._attempts.get(entry.entry_id, 0) + 1
+        budget = self.config.max_attempts
+        if n >= budget and not self._gave_up_since_success:
+            self._attempts.pop(entry.entry_id, None)
+            self._gave_up_since_success = True
+            return self._poison(entry, reason, f"{detail} (failed {n} times)")
+        self._attempts[entry.entry_id] = n
+        if len(self._attempts) > 10_000:  # entries another consumer settled meanwhile: forget, do not grow
+            self._attempts = {entry.entry_id: n}
+        if n >= budget:
+            logger.error("alert outbox entry %s failed %d times (%s: %s) but so does every alert since the last "
+                         "dead-lettered one: treating it as a backend outage, keeping it", entry.entry_id, n, reason,
+                         detail[:200])
+        else:
+            logger.warning("alert outbox entry %s failed (%s: %s), attempt %d of %d", entry.entry_id, reason,
+                           detail[:200], n, budget)
+        return self._retry_later(reason, None, outage=False)
+
     def _poison(self, entry: StreamEntry, reason: str, detail: str) -> str:
         logger.error(
-            "alert outbox entry %s rejected permanently (%s): %s - dead-lettered, not retried",
+            "alert outbox entry %s rejected permanently (%s): %s - dead-lettered with its payload, not retried",
             entry.entry_id, reason, detail,
         )
-        self.transport.dead_letter(DEAD_LETTER_QUEUE, reason, entry.payload)
+        # Dead letter first, then ack+delete: a crash in between leaves a second dead letter, never none.
+        self.transport.dead_letter(DEAD_LETTER_QUEUE, reason, entry.payload, detail=detail, full=True)
         self.transport.ack_alerts([entry.entry_id])
         self.counters.incr("failed_permanent")
+        self.counters.incr(f"failed_permanent:{reason}")
         return _POISON
 
-    def _retry_later(self, why: str, retry_after: str | None) -> str:
+    def _retry_later(self, why: str, retry_after: str | None, *, outage: bool = True) -> str:
         self._failures += 1
         self.counters.incr("retried")
         cfg = self.config
@@ -186,6 +262,8 @@ class AlertDelivery:
             except ValueError:
                 pass  # an HTTP-date: ignore, our own back-off applies
         self._retry_at = self.clock() + delay
+        if not outage:
+            return _RETRY  # _entry_failed logged it: the backend is up, it failed on this one entry
         if self._outage_since is None:
             self._outage_since = self.clock()
             logger.warning("backend %s unavailable (%s): keeping alerts in the outbox, retrying", self.safe_url, why)
@@ -200,6 +278,7 @@ class AlertDelivery:
         self._failures = 0
         self._retry_at = 0.0
         self._outage_since = None
+        self._gave_up_since_success = False
 
     # -- the loop ----------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -208,9 +287,10 @@ class AlertDelivery:
 
     def loop(self) -> StageLoop:
         """The stage loop with the delivery's policy: a Redis outage backs off up to 5 s (the backend's own
-        back-off is ``_retry_later``'s), a bug is not caught (the entry stays pending and is retried after a
-        restart), counters go out every ``REPORT_INTERVAL_S``, and while the backend is backed off from the
-        loop idles (at most 1 s at a time) until the next attempt is due."""
+        back-off is ``_retry_later``'s), an error of one entry is caught by :meth:`_settle` (retry budget,
+        then dead letter); an error outside any entry (a bug) is not caught: the process restarts. Counters go
+        out every ``REPORT_INTERVAL_S``, and while the backend is backed off from the loop idles (at most 1 s at
+        a time) until the next attempt is due."""
         return StageLoop(
             f"alert delivery {self.consumer}", self._step, counters=self.counters,
             outage_counter="redis_unavailable", backoff=Backoff(0.1, 5.0, random.Random()), on_error="raise",
@@ -245,6 +325,12 @@ class AlertDelivery:
             backend=self.safe_url, outbox_pending=self._outbox_pending, backing_off=self.backing_off,
             consecutive_failures=self._failures,
         )
+
+
+def _short_errors(exc: ValidationError) -> str:
+    """The schema errors of an entry, short: field path and message (no input values: they can be huge)."""
+    parts = [f"{'.'.join(str(x) for x in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()[:5]]
+    return "; ".join(parts)[:500]
 
 
 def _says_duplicate(response: requests.Response) -> bool:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fbvision.camera.captures import STREAM_SCHEMES, Capture, CvCapture, SyntheticCapture
-from fbvision.camera.source import FrameSource, SourceError, StatusSink
+from fbvision.camera.source import FrameSource, SourceError, SourceUnusable, StatusSink
 from fbvision.core.redact import redact_url
 
 if TYPE_CHECKING:
@@ -65,8 +65,11 @@ def open_source(
     """A :class:`FrameSource` for ``camera.source``: ``rtsp://...`` (or another FFmpeg URL), a video file path,
     ``device:N`` or ``synthetic:<built-in name | scenario.yaml>``.
 
-    Invalid specs (unknown scenario, missing file, bad device index) raise ValueError here: that is a
-    configuration mistake, not an outage. Nothing is opened yet; the first ``read()`` connects.
+    Nothing is opened yet; the first ``read()`` connects. A spec that cannot work (unknown scenario, missing
+    file, malformed device index) does not raise here: one bad camera must not stop the others. Its opener
+    raises :class:`~fbvision.camera.source.SourceUnusable` instead, so that camera goes ``offline`` with the
+    reason (the logic stage raises ``camera_offline``) and is retried: a file that appears later is picked up.
+    ``fbvision config check`` reports such specs before a start.
     """
     from fbvision.core.config import CameraManagerConfig
 
@@ -81,30 +84,45 @@ def open_source(
     opener: Callable[[], Capture]
 
     if kind == "synthetic":
-        scenario = load_scenario(spec.split(":", 1)[1].strip())
+        scene_name = spec.split(":", 1)[1].strip()
         renderer_box: list = []
 
         def opener() -> Capture:
             if not renderer_box:
                 from fbvision.synth import SceneRenderer
 
+                try:
+                    scenario = load_scenario(scene_name)
+                except ValueError as exc:  # an unknown built-in name, or a scenario file that is not there
+                    is_file = scene_name.endswith((".yaml", ".yml")) or "/" in scene_name
+                    raise SourceUnusable(f"camera {camera.id}: {exc}", may_appear=is_file) from None
+                except Exception as exc:  # a scenario file that exists but does not load: needs an edit
+                    raise SourceUnusable(f"camera {camera.id}: scenario {scene_name!r} does not load: {exc}",
+                                         may_appear=False) from None
                 renderer_box.append(SceneRenderer(scenario))  # built once, on the reader thread
             return SyntheticCapture(renderer_box[0], camera.fps, loop=camera.loop, clock=clock, sleep=sleep)
 
     elif kind == "device":
         index_text = spec.split(":", 1)[1].strip()
-        if not index_text.isdigit():
-            raise ValueError(f"camera {camera.id}: device source must be 'device:<index>', got {spec!r}")
-        index = int(index_text)
+        if index_text.isdigit():
+            index = int(index_text)
 
-        def opener() -> Capture:
-            return CvCapture(index, "device", description=description, hw_decode=False, clock=clock, sleep=sleep)
+            def opener() -> Capture:
+                # A device that does not exist fails to open: an ordinary outage, retried with back-off
+                # (a USB camera plugged in later is picked up).
+                return CvCapture(index, "device", description=description, hw_decode=False, clock=clock,
+                                 sleep=sleep)
+        else:
+
+            def opener() -> Capture:
+                raise SourceUnusable(f"camera {camera.id}: device source must be 'device:<index>', got {spec!r}",
+                                     may_appear=False)
 
     elif kind == "file":
-        if not Path(spec).is_file():
-            raise ValueError(f"camera {camera.id}: video file not found: {description}")
 
         def opener() -> Capture:
+            if not Path(spec).is_file():  # checked on every attempt: a file copied in later is picked up
+                raise SourceUnusable(f"camera {camera.id}: video file not found: {description}", may_appear=True)
             return CvCapture(
                 spec, kind, description=description, hw_decode=manager_config.hw_decode, loop=camera.loop,
                 realtime=realtime, clock=clock, sleep=sleep,

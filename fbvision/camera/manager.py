@@ -26,17 +26,21 @@ import cv2
 import numpy as np
 
 from fbvision.camera.factory import open_source
-from fbvision.camera.source import FrameSource, SourceState
+from fbvision.camera.source import FrameSource, SourceState, SourceUnusable
+from fbvision.core.clock import ReferenceClock
 from fbvision.core.config import CameraConfig, CameraManagerConfig, Settings
 from fbvision.core.letterbox import Letterbox, letterbox
 from fbvision.core.loop import Backoff, LogThrottle, StageLoop
 from fbvision.core.metrics import Counters, LatencyStats
+from fbvision.core.redact import redact_url
 from fbvision.core.transport import Transport, TransportUnavailable, message_id, new_token
 from fbvision.core.wire import FrameMessage, WireError, encode_frame
 
 logger = logging.getLogger(__name__)
 
 STAGE = "camera"
+#: Status fields that are wall-clock times (moved onto the reference clock before they are published).
+_STATUS_TIMES = ("since", "last_frame_ts", "updated", "scene_t0")
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,17 @@ class EncodedFrame:
 #: stats()'s per-camera keys and the counters behind them (each counted in total and as ``<name>:<camera id>``).
 _PER_CAMERA = {"read": "frames_read", "pushed": "frames_pushed", "dropped_buffer": "dropped:buffer_full",
                "dropped_encode": "dropped:encode"}
+
+
+def _unusable_source(cam: CameraConfig, exc: Exception, config: CameraManagerConfig, sink) -> FrameSource:
+    """A source for a camera whose source could not even be built: offline, saying why, checked again rarely."""
+    reason = f"camera {cam.id}: cannot be set up: {type(exc).__name__}: {exc}"
+
+    def opener():
+        raise SourceUnusable(reason, may_appear=False)
+
+    return FrameSource(cam.id, opener, fps=cam.fps, description=redact_url(cam.source), status_sink=sink,
+                       watchdog_s=config.watchdog_s, status_interval_s=config.status_interval_s)
 
 
 class CameraManager:
@@ -112,18 +127,31 @@ class CameraManager:
         # Redis before its reply was lost is recognised as ours and counted once.
         self._unconfirmed_token: str | None = None
         self._throttle = LogThrottle(10.0)
+        # Capture/push stamps and status times go out on the reference clock (the Redis server's), so the
+        # stages downstream measure ages on one clock whatever this host's wall clock says.
+        # Reader threads never wait on Redis for it: the loop re-measures (_step), run() measures first.
+        self.clock = ReferenceClock(transport.server_time, auto_sync=False)
         self._halt = threading.Event()
         self._threads: list[threading.Thread] = []
-        # Sources are built here so a bad spec (missing file, unknown scenario) fails at start, loudly.
+        # One bad camera is one offline camera: a spec that cannot work (missing file, unknown scenario) makes
+        # that camera "offline" with the reason (open_source defers it to the first open), and a factory that
+        # raises all the same gets a source that reports why - never an exception that stops the others.
         self.sources: dict[str, FrameSource] = {}
         for cam in self.cameras:
-            self.sources[cam.id] = source_factory(
-                cam, self.manager_config, status_sink=self._on_status, offline_after_s=offline_after_s
-            )
+            try:
+                self.sources[cam.id] = source_factory(
+                    cam, self.manager_config, status_sink=self._on_status, offline_after_s=offline_after_s
+                )
+            except Exception as exc:
+                logger.error("camera %s: cannot be set up (%s); it stays offline", cam.id, redact_url(str(exc)))
+                self.sources[cam.id] = _unusable_source(cam, exc, self.manager_config, self._on_status)
 
     # -- the worker shape ---------------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
         self._halt.clear()
+        if not self.clock.sync():  # until it succeeds frames carry this host's wall clock
+            logger.warning("camera manager %s: cannot read the Redis clock yet; stamping with the local clock",
+                           self.name)
         for cam in self.cameras:
             thread = threading.Thread(
                 target=self._reader, args=(cam, stop), name=f"camera-{cam.id}", daemon=True
@@ -156,6 +184,7 @@ class CameraManager:
         )
 
     def _step(self, stop: threading.Event) -> int:
+        self.clock.maybe_sync()
         pushed = self._push_buffered()
         self._publish_statuses()
         return pushed
@@ -200,6 +229,7 @@ class CameraManager:
             "pushes": get("pushes"),
             "push_failures": get("redis_unavailable"),
             "dropped_queue_full": get("evicted:queue_full"),
+            "clock": self.clock.report(),
             "at": time.time(),
         }
 
@@ -216,6 +246,7 @@ class CameraManager:
                         return
                     continue
                 frame, capture_ts = got
+                capture_ts = self.clock.from_wall(capture_ts)
                 self._count_camera(cam.id, "frames_read")
                 t0 = time.perf_counter()
                 encoded = self._encode(cam.id, seq, frame, capture_ts)
@@ -250,7 +281,13 @@ class CameraManager:
             self._wakeup.notify()
 
     def _on_status(self, camera_id: str, status: dict) -> None:
-        # Called from reader threads: record only, the manager loop publishes.
+        # Called from reader threads: record only, the manager loop publishes. The source stamps with this
+        # host's wall clock; the logic stage reads these times against the reference clock.
+        status = dict(status)
+        for key in _STATUS_TIMES:
+            value = status.get(key)
+            if isinstance(value, (int, float)) and value:
+                status[key] = self.clock.from_wall(float(value))
         with self._lock:
             self._status[camera_id] = status
             self._status_dirty.add(camera_id)
@@ -268,7 +305,7 @@ class CameraManager:
         if not pending:
             return 0
         t0 = time.perf_counter()
-        now = time.time()
+        now = self.clock.now()
         messages: list[bytes] = []
         counted: list[EncodedFrame] = []
         for f in pending:

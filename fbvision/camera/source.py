@@ -6,6 +6,7 @@ A :class:`FrameSource` is a small state machine around a *capture* (the thing th
         │                          ▲                                   │                                     │
         └──open fails──► reconnecting                                  └────────────first frame──────────────┘
     any state ──close()──► closed          a non-looping file that ends ──► offline (finished)
+    open raises SourceUnusable (missing file, unknown scene) ──► offline at once, with the reason; retried
 
 Reconnection waits with exponential back-off and jitter; a watchdog reconnects a capture that gave no frame for
 ``watchdog_s``. Every transition, and a heartbeat every ``status_interval_s``, is reported to a *status sink*
@@ -40,6 +41,24 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 StatusSink = Callable[[str, dict], None]
+
+#: How often a source that is unusable as configured but might become usable (a file that may appear) is
+#: retried at least, and how often one that cannot (an unknown built-in scene) is re-checked: rarely, it is
+#: a configuration mistake, but a cheap check keeps a fixed config picked up without a restart.
+UNUSABLE_RETRY_MAX_S = 60.0
+
+
+class SourceUnusable(SourceError):
+    """The camera cannot be opened as configured (a missing video file, an unknown ``synthetic:`` scene, a
+    malformed ``device:`` spec): the camera goes ``offline`` at once with this reason, never a stage crash.
+
+    ``may_appear``: True when the cause can go away by itself (a file copied in later): retried with the usual
+    back-off. False for a mistake only an edit fixes: the status says ``failed``, retried every
+    :data:`UNUSABLE_RETRY_MAX_S`."""
+
+    def __init__(self, message: str, *, may_appear: bool):
+        super().__init__(message)
+        self.may_appear = may_appear
 
 
 class SourceState(str, enum.Enum):
@@ -129,6 +148,8 @@ class FrameSource:
         self.outages = 0  # completed outages (online -> ... -> online)
         self.last_outage_s: float | None = None
         self.finished = False
+        self.failed: str | None = None  # why the camera cannot work as configured (SourceUnusable, may_appear=False)
+        self.problem: str | None = None  # the latest failure since the last frame (see status())
 
         self._capture: Capture | None = None
         self._last_scene_t0: float | None = None
@@ -171,6 +192,12 @@ class FrameSource:
             "reconnects": self.reconnects,
             "updated": self.wall(),
             "scene_t0": self._scene_t0(),
+            # True while the camera cannot be opened as configured and nothing but a config fix will change
+            # that (an unknown scene): "offline" with this flag is a mistake to fix, not an outage to wait out.
+            "failed": self.failed is not None,
+            # The latest failure while no frame flows (kept after close: the run report says why a camera that
+            # never ran did not), None while frames flow.
+            "problem": self.problem,
         }
 
     def _scene_t0(self) -> float | None:
@@ -191,6 +218,9 @@ class FrameSource:
             self.reconnects += 1
         try:
             self._capture = self.opener()
+        except SourceUnusable as exc:
+            self._unusable(exc)
+            return False
         except SourceError as exc:
             self._fail(str(exc))
             return False
@@ -199,6 +229,7 @@ class FrameSource:
             return False
         self._last_progress = self.clock()
         self.sampler.reset()
+        self.failed = None  # it opened: whatever was wrong with the configuration is fixed
         logger.debug("camera %s: opened %s", self.camera_id, self.description)
         return True
 
@@ -250,10 +281,12 @@ class FrameSource:
             else:
                 logger.info("camera %s: online (%s)", self.camera_id, self.description)
             self._down_since_wall = None
+            self.problem = None
             self._set_state(SourceState.ONLINE, "receiving frames")
 
     def _fail(self, detail: str) -> None:
         detail = redact_url(detail)
+        self.problem = detail
         self._release()
         delay = self.backoff.delay(self.failures)
         self.failures += 1
@@ -274,6 +307,29 @@ class FrameSource:
             self._set_state(SourceState.RECONNECTING, detail)
         else:
             self.detail = detail
+
+    def _unusable(self, exc: SourceUnusable) -> None:
+        """The camera cannot be opened as configured: offline at once (no offline_after_s grace: waiting
+        will not bring a missing file or a misspelt scene), with the reason, and retried - with the usual
+        back-off when the cause may go away (a file copied in later), else every UNUSABLE_RETRY_MAX_S."""
+        detail = redact_url(str(exc))
+        self._release()
+        delay = (min(self.backoff.delay(self.failures), UNUSABLE_RETRY_MAX_S) if exc.may_appear
+                 else UNUSABLE_RETRY_MAX_S)
+        self.failures += 1
+        self._retry_at = self.clock() + delay
+        self.failed = None if exc.may_appear else detail
+        self.problem = detail
+        if self._down_since_wall is None and self.frames:  # it was online: an outage starts now
+            self._down_since = self.clock()
+            self._down_since_wall = self.wall()
+        held = self._log_throttle("unusable")
+        if held is not None:
+            logger.warning("camera %s: offline, %s; %s in %.1f s%s", self.camera_id, detail,
+                           "retrying" if exc.may_appear else "not usable as configured, checking again",
+                           delay, f" ({held} similar not logged)" if held else "")
+        if self.state is not SourceState.OFFLINE or self.detail != detail:
+            self._set_state(SourceState.OFFLINE, detail)
 
     def _check_offline(self) -> None:
         if self.state in (SourceState.CONNECTING, SourceState.RECONNECTING):

@@ -13,6 +13,7 @@ start with :class:`ConfigError`, whose message names each bad field, what was gi
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -171,7 +172,21 @@ class AlertsConfig(Strict):
         None, gt=0, le=3600,
         description="Take over alerts a dead delivery consumer left pending this long; None = max(30, 2*retry_max_s + timeout_s).",
     )
-    outbox_maxlen: int = Field(1_000_000, ge=1000, le=100_000_000, description="Cap on the durable alert outbox.")
+    outbox_maxlen: int = Field(
+        1_000_000, ge=1000, le=100_000_000,
+        description="Cap on the durable alert outbox (approximate MAXLEN on every XADD; delivered entries are deleted).",
+    )
+    max_attempts: int = Field(
+        5, ge=1, le=1000,
+        description="Tries of one alert the backend keeps failing on (HTTP 500, or an error in delivery itself) before "
+        "it is dead-lettered with its full payload. Outages (no connection, timeouts, 502/503/504, 429, 401/403/404) "
+        "never count: they delay, never drop.",
+    )
+    backend_token: str | None = Field(
+        None, min_length=16, max_length=512, pattern=r"^[\x21-\x7e]+$",
+        description="Bearer token sent as 'Authorization: Bearer ...' with every POST (required by a backend bound "
+        "to a non-loopback address; FBV_ALERTS__BACKEND_TOKEN). Masked in logs, config show and reports.",
+    )
 
     @field_validator("backend_url")
     @classmethod
@@ -239,20 +254,66 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def format_validation_error(exc: ValidationError, source: str) -> str:
-    lines = [f"invalid configuration ({source}):"]
+Origins = dict[tuple, str]  # a config path (keys, list indices as int) -> where its value came from
+
+
+def _origin(loc: tuple, env: Origins | None, lines: Origins | None) -> str:
+    """Where the value at ``loc`` (or its closest enclosing entry) was set: ``environment variable FBV_...`` or
+    ``file:line``; '' when unknown. The environment wins: it is applied over the file."""
+    for i in range(len(loc), 0, -1):
+        key = tuple(loc[:i])
+        if env and key in env:
+            return f"environment variable {env[key]}"
+        if lines and key in lines:
+            return lines[key]
+    return ""
+
+
+def format_validation_error(exc: ValidationError, source: str, *, env: Origins | None = None,
+                            lines: Origins | None = None) -> str:
+    """One line per error: the field, what is wrong, what was given, where it was set (``env``: paths set by
+    environment variables; ``lines``: paths to ``file:line``), and for an unknown key the closest allowed one."""
+    out = [f"invalid configuration ({source}):"]
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "<root>"
         given = err.get("input")
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             allowed = _allowed_keys(Settings, err["loc"])
-            msg = "unknown field" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
+            close = difflib.get_close_matches(str(err["loc"][-1]), allowed or [], n=1, cutoff=0.6)
+            msg = ("unknown field" + (f"; did you mean {close[0]!r}?" if close else "")
+                   + (f" allowed: {', '.join(allowed)}" if allowed else ""))
         shown = redact_url(given) if isinstance(given, str) else given
         if isinstance(shown, (dict, list)):
             shown = type(shown).__name__
-        lines.append(f"  {loc}: {msg} (given: {shown!r})")
-    return "\n".join(lines)
+        where = _origin(tuple(err["loc"]), env, lines)
+        out.append(f"  {loc}: {msg} (given: {shown!r})" + (f" [from {where}]" if where else ""))
+    return "\n".join(out)
+
+
+def yaml_lines(text: str, filename: str) -> Origins:
+    """Every key and list item of a YAML document -> ``filename:line`` (PyYAML's node marks; 1-based lines)."""
+    out: Origins = {}
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return out
+
+    def walk(node, path: tuple) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                sub = (*path, str(key.value))
+                out[sub] = f"{filename}:{key.start_mark.line + 1}"
+                walk(value, sub)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                sub = (*path, i)
+                out[sub] = f"{filename}:{item.start_mark.line + 1}"
+                walk(item, sub)
+
+    if root is not None:
+        walk(root, ())
+    return out
 
 
 def _set_path(tree: dict, path: list[str], value: Any) -> None:
@@ -276,11 +337,14 @@ def _set_path(tree: dict, path: list[str], value: Any) -> None:
             node = node[part]
 
 
-def apply_env_overrides(tree: dict, environ: Mapping[str, str]) -> dict:
+def apply_env_overrides(tree: dict, environ: Mapping[str, str], origins: Origins | None = None) -> dict:
+    """``tree`` with the environment's overrides; ``origins`` (when given) learns which variable set which path."""
     tree = dict(tree)
     if environ.get("REDIS_URL"):
         tree.setdefault("redis", {})
         tree["redis"] = {**(tree["redis"] or {}), "url": environ["REDIS_URL"]}
+        if origins is not None:
+            origins[("redis", "url")] = "REDIS_URL"
     for key in sorted(environ):
         if not key.startswith(ENV_PREFIX):
             continue
@@ -292,6 +356,8 @@ def apply_env_overrides(tree: dict, environ: Mapping[str, str]) -> dict:
         except yaml.YAMLError:
             value = environ[key]
         _set_path(tree, path, value)
+        if origins is not None:
+            origins[tuple(int(p) if p.isdigit() else p for p in path)] = key
     return tree
 
 
@@ -309,14 +375,16 @@ def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | N
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
     if not isinstance(tree, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top, not {type(tree).__name__}")
-    tree = apply_env_overrides(tree, environ)
+    env_origins: Origins = {}
+    tree = apply_env_overrides(tree, environ, env_origins)
     if "producer" in tree:  # renamed in 0.2: one name per stage (config, CLI, counters, metrics, docs)
         raise ConfigError(f"invalid configuration ({path}): producer: the section is now called camera: "
                           "(the camera manager's settings); rename the key (FBV_PRODUCER__X -> FBV_CAMERA__X)")
     try:
         settings = Settings.model_validate(tree)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, str(path))) from None
+        raise ConfigError(format_validation_error(exc, str(path), env=env_origins,
+                                                  lines=yaml_lines(text, str(path)))) from None
     # Relative to this file first; stored absolute, so that every stage process (given the settings as JSON,
     # from any working directory) opens the same model.
     settings.model.path = resolve_data_path(settings.model.path, path.resolve().parent)

@@ -108,8 +108,10 @@ class AlertEvent(BaseModel):
         description="Deterministic key shared by all events of one episode (computed when omitted).",
     )
     camera_id: str = Field(min_length=1, description="Camera the episode belongs to.")
+    # Bounded to a signed 64-bit integer: what SQLite (and most backends' integer columns) can store.
     track_id: int | None = Field(
-        default=None, description="Horse track id for horse rules; None for camera rules."
+        default=None, ge=-(2**63), le=2**63 - 1,
+        description="Horse track id for horse rules; None for camera rules.",
     )
     rule: str = Field(min_length=1, description="Rule name, e.g. horse_down, rolling, camera_offline.")
     severity: Severity = Field(description="Severity at this event.")

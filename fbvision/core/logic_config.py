@@ -348,6 +348,12 @@ class LogicConfig(_Strict):
     rules: RulesConfig = Field(
         default_factory=RulesConfig, description="Rule settings (per-camera overridable)."
     )
+    max_cameras: int = Field(
+        default=1024, ge=1, le=1_000_000,
+        description="Most distinct cameras one logic worker keeps state for. Results of further camera ids are "
+                    "dropped and counted (dropped:camera_cap): anyone who can write to Redis could otherwise grow "
+                    "per-camera state without bound by flooding new ids. Configured cameras always fit.",
+    )
 
     @property
     def offline_after_s(self) -> float:

@@ -74,7 +74,9 @@ class StageLoop:
     Per iteration: ``step(stop)``; then ``flush()`` when ``flush_interval_s`` has passed; then, if the step
     returned a false value (nothing to do) and ``idle_wait_s`` > 0, ``idle(stop, idle_wait_s)``.
 
-    * :class:`TransportUnavailable` (from the step or the flush) is an outage: counted as ``outage_counter``,
+    * :class:`TransportUnavailable` (from the step or the flush) is an outage (no connection, or an error reply
+      such as OOM/READONLY/MISCONF/NOGROUP: its ``reason``): counted as ``outage_counter`` and
+      ``outage_counter:<reason>``,
       logged (at most once per ``log_interval_s``), ``on_outage()`` runs, then the loop waits
       ``backoff.delay(n)`` for the n-th outage in a row; the first step that gets through resets n.
     * any other exception from the step: ``on_error="raise"`` lets it out (the process dies, the supervisor
@@ -172,12 +174,16 @@ class StageLoop:
             self.counters.incr(name)
 
     def _outage(self, exc: TransportUnavailable, stop: threading.Event) -> None:
+        reason = getattr(exc, "reason", "unreachable")
         self._count(self.outage_counter)
+        # Per reason too (``redis_unavailable:oom``...): an operator must tell a full Redis from a dead one.
+        if self.outage_counter:
+            self._count(f"{self.outage_counter}:{reason}")
         delay = self.backoff.delay(self.outages)
         self.outages += 1
-        held = self.throttle("outage")
+        held = self.throttle(f"outage:{reason}")
         if held is not None:
-            logger.warning("%s: Redis unavailable (%s); retrying in %.2f s%s", self.name, exc, delay,
+            logger.warning("%s: Redis unavailable [%s] (%s); retrying in %.2f s%s", self.name, reason, exc, delay,
                            f" ({held} more outage(s) not logged)" if held else "")
         if self.on_outage is not None:
             self.on_outage()

@@ -59,8 +59,15 @@ def stage_durations(timeline: object, logic_start: float, logic_end: float) -> d
     return out
 
 
+# Since-start percentiles: a fixed histogram of log-spaced buckets (10 us .. 1000 s, 2.3 % wide), so that a long run
+# keeps its whole distribution in constant memory; a percentile is its bucket's geometric middle (within 1.2 %).
+_ALL_EDGES = np.geomspace(1e-5, 1e3, 801)
+RECENT_S = 60.0  # "the last minute" of the dashboard
+
+
 class LatencyStats:
-    """The last ``window`` durations (seconds) of each stage, and their percentiles."""
+    """The last ``window`` durations (seconds) of each stage, and their percentiles; also the durations of the
+    last minute (:meth:`summary_recent`) and a since-start histogram (:meth:`summary_all`)."""
 
     def __init__(self, window: int = 4096, *, prometheus_stage_prefix: str = ""):
         if window < 1:
@@ -68,6 +75,10 @@ class LatencyStats:
         self.window = window
         self._prefix = prometheus_stage_prefix
         self._buffers: dict[str, np.ndarray] = {}
+        self._times: dict[str, np.ndarray] = {}  # monotonic time each duration was added, beside _buffers
+        self._hist: dict[str, np.ndarray] = {}
+        self._sum: dict[str, float] = {}
+        self._max: dict[str, float] = {}
         self._next: dict[str, int] = {}
         self._count: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -79,9 +90,17 @@ class LatencyStats:
             buf = self._buffers.get(stage)
             if buf is None:
                 buf = self._buffers[stage] = np.empty(self.window, dtype=np.float64)
+                self._times[stage] = np.full(self.window, -np.inf)
+                self._hist[stage] = np.zeros(len(_ALL_EDGES) + 1, dtype=np.int64)
+                self._sum[stage] = 0.0
+                self._max[stage] = 0.0
                 self._next[stage] = 0
                 self._count[stage] = 0
             buf[self._next[stage]] = seconds
+            self._times[stage][self._next[stage]] = time.monotonic()
+            self._hist[stage][int(np.searchsorted(_ALL_EDGES, seconds))] += 1
+            self._sum[stage] += seconds
+            self._max[stage] = max(self._max[stage], seconds)
             self._next[stage] = (self._next[stage] + 1) % self.window
             self._count[stage] += 1
         _prom_observe(self._prefix + stage, seconds)
@@ -114,6 +133,37 @@ class LatencyStats:
             pcts = np.percentile(vals, PERCENTILES)
             out.update(mean=float(vals.mean()), max=float(vals.max()))
             out.update({f"p{p}": float(v) for p, v in zip(PERCENTILES, pcts, strict=True)})
+        return out
+
+    def summary_recent(self, stage: str, window_s: float = RECENT_S) -> dict[str, float]:
+        """Like :meth:`summary`, over the durations added in the last ``window_s`` (still in the ring buffer);
+        ``count`` is how many those are."""
+        with self._lock:
+            buf = self._buffers.get(stage)
+            vals = np.empty(0) if buf is None else buf[self._times[stage] >= time.monotonic() - window_s].copy()
+        out: dict[str, float] = {"count": len(vals)}
+        if len(vals):
+            pcts = np.percentile(vals, PERCENTILES)
+            out.update(mean=float(vals.mean()), max=float(vals.max()))
+            out.update({f"p{p}": float(v) for p, v in zip(PERCENTILES, pcts, strict=True)})
+        return out
+
+    def summary_all(self, stage: str) -> dict[str, float]:
+        """Since the first duration: count, exact mean and max, percentiles to ~1.2 % (the bucket's middle)."""
+        with self._lock:
+            hist = self._hist.get(stage)
+            if hist is None:
+                return {"count": 0}
+            hist, n, total, top = hist.copy(), self._count[stage], self._sum[stage], self._max[stage]
+        out: dict[str, float] = {"count": n, "mean": total / n, "max": top}
+        cum = np.cumsum(hist)
+        for p in PERCENTILES:
+            i = int(np.searchsorted(cum, p / 100 * n))
+            if i == 0 or i >= len(_ALL_EDGES):
+                value = _ALL_EDGES[0] if i == 0 else top
+            else:
+                value = math.sqrt(_ALL_EDGES[i - 1] * _ALL_EDGES[i])
+            out[f"p{p}"] = float(min(value, top))
         return out
 
     @property
@@ -163,10 +213,13 @@ class Counters:
 def snapshot(
     latency: LatencyStats | None = None, counters: Counters | None = None, **extra: object
 ) -> dict[str, object]:
-    """One JSON-able dict: ``{"ts", "latency_s": {stage: {...}}, "counters": {...}, **extra}``."""
+    """One JSON-able dict: ``{"ts", "latency_s": {stage: {...}}, "latency_s_1m": ..., "latency_s_all": ...,
+    "counters": {...}, **extra}`` (the ring buffer, the last minute, since start)."""
     out: dict[str, object] = {"ts": time.time()}
     if latency is not None:
         out["latency_s"] = latency.snapshot()
+        out["latency_s_1m"] = {stage: latency.summary_recent(stage) for stage in latency.stages}
+        out["latency_s_all"] = {stage: latency.summary_all(stage) for stage in latency.stages}
     if counters is not None:
         out["counters"] = counters.snapshot()
     out.update(extra)

@@ -1,17 +1,61 @@
-"""Keep secrets out of logs and reports."""
+"""Keep secrets out of logs and reports.
+
+:func:`redact_url` masks, anywhere in a text (a log line, a JSON dump of the config, an error message):
+
+* the user-info of every URL, ``scheme://user:password@host`` -> ``scheme://***@host``, also when the password
+  holds ``@``, ``/``, ``:`` or spaces (the mask then reaches the LAST ``@`` before the next URL, quote or end of
+  line: it can hide a bit more than the password, e.g. an e-mail address later on the same line - never less);
+* ``name=value`` for every name that says secret (``password=``, ``pwd=``, ``token=``, ``access_token=``,
+  ``api_key=``, ``apikey=``, ``client_secret=``, ``X-Amz-Signature=``, ``sig=``, ``key=`` ...), in a query string
+  or in free text (``--api_key=...``);
+* the same names as JSON/YAML/repr keys: ``"backend_token": "..."`` -> ``"backend_token": "***"``;
+* ``Bearer <token>`` / ``Basic <credentials>`` (an ``Authorization`` header's value).
+
+The masks stop at ``"``, ``'``, ``<`` and ``>``, so a JSON document stays JSON after redaction.
+"""
 
 from __future__ import annotations
 
 import re
 
-_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.\-]*://)(?P<userinfo>[^@/\s]+)@", re.IGNORECASE)
-_SECRET_PARAM = re.compile(r"(?P<key>[?&](?:password|passwd|pwd|token|secret|key)=)[^&\s]*", re.IGNORECASE)
+_SCHEME = r"[a-z][a-z0-9+.\-]*://"
+# Either a plain user-info without ':' (a user or a token: cannot hold '/', '@' or spaces), or "user:password"
+# where the password may hold anything up to the last '@' before the next URL, quote or line end (greedy
+# then backtracking finds that last '@').
+_USERINFO = re.compile(
+    rf"(?P<scheme>{_SCHEME})"
+    rf"(?P<userinfo>[^:@/\s\"'<>]*:(?:(?!{_SCHEME})[^\"'<>\r\n\t])*|[^:@/\s\"'<>]+)"
+    r"@",
+    re.IGNORECASE,
+)
+# Names that end like this are secrets (access_token, client_secret, x-api-key, X-Amz-Signature); the short
+# generic ones (key, sig, auth) only on their own, or idempotency_key / episode_key would be masked too.
+_SECRET_NAME = (
+    r"[\w.\-]*?(?:pass(?:word|wd|phrase)?|pwd|token|secret|api[_\-]?key|access[_\-]?key|private[_\-]?key"
+    r"|credentials?|signature)|key|sig|auth"
+)
+_SECRET_PARAM = re.compile(
+    rf"(?P<key>(?<![\w.\-])(?:{_SECRET_NAME})=)(?P<value>[^&\s\"'<>]*)", re.IGNORECASE
+)
+# The same names as keys of JSON/YAML/repr text: ``"backend_token": "..."``, ``'password': '...'``.
+_SECRET_FIELD = re.compile(
+    rf"(?P<key>(?P<q>[\"'])(?:{_SECRET_NAME})(?P=q)\s*:\s*(?P<vq>[\"']))(?P<value>[^\"'\r\n]*)(?P=vq)",
+    re.IGNORECASE,
+)
+# "Bearer x" anywhere; "Basic x" only as an Authorization value ("basic checks passed" is prose).
+_AUTH_SCHEME = re.compile(
+    r"(?P<scheme>\bbearer\s+|\bauthorization\s*[:=]\s*(?:basic\s+|bearer\s+)?)[A-Za-z0-9._~+/=\-]+", re.IGNORECASE
+)
 
 
 def redact_url(text: str) -> str:
-    """Mask credentials in every URL inside ``text``.
+    """Mask credentials in every URL (and every ``secret=value``, ``Bearer token``) inside ``text``.
 
     ``rtsp://admin:hunter2@10.0.0.5/stream?token=abc`` -> ``rtsp://***@10.0.0.5/stream?token=***``.
     """
     text = _USERINFO.sub(lambda m: f"{m.group('scheme')}***@", text)
-    return _SECRET_PARAM.sub(lambda m: f"{m.group('key')}***", text)
+    text = _SECRET_PARAM.sub(lambda m: f"{m.group('key')}***" if m.group("value") else m.group(0), text)
+    text = _SECRET_FIELD.sub(
+        lambda m: f"{m.group('key')}***{m.group('vq')}" if m.group("value") else m.group(0), text
+    )
+    return _AUTH_SCHEME.sub(lambda m: f"{m.group('scheme')}***", text)

@@ -9,14 +9,16 @@ key                            type      what
 ``K batch_frames``             list      encoded frame messages, FIFO (RPUSH / LPOP), capped: oldest dropped
 ``K batch_results:<p>``        stream    encoded result messages of the cameras hashed to partition ``p``;
                                          consumer group ``logic``; entry field ``r``
-``K alerts:outbox``            stream    alert events (JSON), consumer group ``delivery``; field ``a``
+``K alerts:outbox``            stream    alert events (JSON), consumer group ``delivery``; field ``a``; capped
+                                         (``MAXLEN ~ alerts.outbox_maxlen``), delivered entries deleted (XDEL)
 ``K cameras:status``           hash      camera id -> status JSON (state, since, last_frame_ts, detail)
 ``K stats:<stage>``            hash      counters of a stage (``frames_in``, ``dropped:stale`` ...), the sum of
                                          its writers' totals
 ``K stats:<stage>:w:<writer>`` hash      one writer's totals as last reported (expires a day after its last report)
 ``K once:<digest>``            string    a frame/result already written, and by which write (expires)
 ``K dead_letter``              list      (capped) JSON records of messages that could not be decoded
-``K logic:lease:<p>``          string    which logic worker owns result partition ``p`` (expires)
+``K logic:lease:<p>``          string    the lease token of result partition ``p``'s owner (expires):
+                                         ``<worker id>@<process instance>.<n>``, checked by every owner write
 ``K logic:workers``            zset      live logic workers, scored by last heartbeat
 ``K logic:episodes``           hash      camera id -> open alert episodes (JSON), so a restart re-raises nothing
 ``K metrics:snapshots``          hash      process name -> its latest metrics snapshot (JSON: latency percentiles...)
@@ -24,7 +26,7 @@ key                            type      what
 
 Redis Cluster: a URL with ``?cluster=1`` (or ``Transport(..., cluster=True)``) connects with
 ``redis.cluster.RedisCluster`` through any one node. Every command the pipeline sends that names several keys
-(the bounded push script, ``XREADGROUP`` over the partitions, the MULTI that writes alerts and acks results)
+(the bounded push script, ``XREADGROUP`` over the partitions, the fenced scripts that read, claim and commit results)
 needs them in one hash slot, so in cluster mode the keys are always hash-tagged: with the configured
 namespace, or ``{fbv}`` when none is set. TLS is the URL's business: ``rediss://`` plus redis-py's
 ``ssl_*`` query arguments (``?ssl_ca_certs=/etc/fbv/ca.pem``).
@@ -40,17 +42,24 @@ nothing.
 
 Blocking calls always use a timeout below the socket timeout. Connection errors are retried with
 exponential back-off and jitter by redis-py; when the server stays away, :class:`TransportUnavailable`
-is raised and the caller's loop backs off and tries again (no stage dies from an outage).
+is raised and the caller's loop backs off and tries again (no stage dies from an outage). Error replies that
+mean "not now" rather than "wrong command" - OOM (maxmemory under noeviction), READONLY (a replica after a
+failover), MISCONF (a failed snapshot), LOADING, MASTERDOWN, BUSY, NOGROUP (streams gone after a restart without
+persistence: the groups are recreated on the next read) - are outages too: TransportUnavailable with a
+``reason`` (:func:`outage_reason`), which the stage loop counts as ``redis_unavailable:<reason>``.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import logging
+import re
 import secrets
 import time
 import zlib
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -59,12 +68,23 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.cluster import RedisCluster
-from redis.exceptions import AuthenticationError, RedisClusterException, ResponseError
+from redis.exceptions import (
+    AuthenticationError,
+    BusyLoadingError,
+    ClusterDownError,
+    MasterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisClusterException,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from fbvision.core.redact import redact_url
+from fbvision.core.wire import CAMERA_ID_RE
 
 if TYPE_CHECKING:
     from fbvision.core.config import RedisConfig
@@ -77,7 +97,11 @@ CLUSTER_QUERY_FLAG = "cluster"
 #: Hash tag of the keys in cluster mode when no namespace is configured.
 CLUSTER_DEFAULT_NAMESPACE = "fbv"
 _TRUE = {"1", "true", "yes", "on"}
-PARTITION_CONSUMER = "owner"  # one consumer name per partition stream: its next owner inherits the pending list
+#: The consumer name of a reader that names none (tools, tests). A logic worker reads under a name of its own per
+#: process (:attr:`LogicWorker.instance`) and claims the previous owner's pending entries on taking a partition.
+PARTITION_CONSUMER = "owner"
+#: Between the worker id and the rest of a lease token (``logic-1@<instance>.<n>``): see :meth:`Transport.lease_owner`.
+LEASE_TOKEN_SEP = "@"
 DEAD_LETTER_CAP = 1000
 SHORT_WAIT_S = 0.2  # frame pops shorter than this poll instead of blocking in Redis (see pop_frames)
 POLL_INTERVAL_S = 0.001
@@ -86,6 +110,9 @@ POLL_INTERVAL_S = 0.001
 #: retries are bounded (~1 min in all), and commands a frozen server received all run when it wakes. Cost:
 #: ~170 bytes per key, two keys per frame (push, publish): 100 cameras at 10 fps hold ~40 MB.
 ONCE_TTL_MS = 2 * 60 * 1000
+#: A logic worker's heartbeat score may be at most this far ahead of the reader's clock (hosts' clocks disagree by
+#: far less); a member further ahead, or with a non-numeric or +inf score, is not a worker: skipped and removed.
+HEARTBEAT_MAX_AHEAD_S = 300.0
 #: How long a writer's reported totals are kept after its last report (then it is presumed gone for good).
 WRITER_TOTALS_TTL_MS = 24 * 3600 * 1000
 
@@ -141,12 +168,19 @@ return out
 _REPORT_TOTALS = """
 for i = 2, #ARGV, 3 do
   local field, total = ARGV[i], ARGV[i + 1]
-  local delta = tonumber(total) - tonumber(redis.call('HGET', KEYS[2], field) or '0')
+  -- "or 0" and pcall: a value someone overwrote with garbage must not fail every report of every stage
+  -- (a script error crash-loops them); the writer's last total is then taken as 0, the field restarts from it.
+  local delta = tonumber(total) - (tonumber(redis.call('HGET', KEYS[2], field) or '0') or 0)
   if delta ~= 0 then
+    local ok
     if ARGV[i + 2] == 'i' then
-      redis.call('HINCRBY', KEYS[1], field, string.format('%d', delta))
+      ok = redis.pcall('HINCRBY', KEYS[1], field, string.format('%d', delta))
     else
-      redis.call('HINCRBYFLOAT', KEYS[1], field, string.format('%.17g', delta))
+      ok = redis.pcall('HINCRBYFLOAT', KEYS[1], field, string.format('%.17g', delta))
+    end
+    if type(ok) == 'table' and ok.err then
+      redis.call('HSET', KEYS[1], field, total)
+      redis.call('HINCRBY', KEYS[1], 'invalid:stats_value', 1)
     end
     redis.call('HSET', KEYS[2], field, total)
   end
@@ -170,6 +204,97 @@ end
 return 0
 """
 
+# Fenced leases (see docs/alerts.md "Fenced leases"). A lease's value is its holder's token: worker id, process
+# instance and acquisition number, so a zombie (paused, partitioned, or a second process started with the same
+# --id) never passes for the current holder, even after re-taking the partition. Every write a partition owner
+# makes on the partition's behalf runs as one script that first checks the token.
+
+# Commit one batch of a partition: ack its results, add its alerts to the outbox and save the touched cameras'
+# state - only while ARGV[1] still holds the lease, and all or nothing. KEYS: lease, result stream, outbox,
+# episodes hash. ARGV: token, outbox maxlen, group, n ids, ids..., n alerts, alerts..., then (camera, state)
+# pairs. XACK goes first: it is the only command that can fail on its input (a malformed id), and a script that
+# fails before its first write writes nothing (a full Redis refuses that first write too). Returns 1, or 0 when
+# the lease is not ours (nothing written).
+_COMMIT_FENCED = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local i = 4
+local n_ids = tonumber(ARGV[i])
+if n_ids > 0 then redis.call('XACK', KEYS[2], ARGV[3], unpack(ARGV, i + 1, i + n_ids)) end
+i = i + n_ids + 1
+local n_alerts = tonumber(ARGV[i])
+for j = i + 1, i + n_alerts do
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'a', ARGV[j])
+end
+i = i + n_alerts + 1
+for j = i, #ARGV, 2 do redis.call('HSET', KEYS[4], ARGV[j], ARGV[j + 1]) end
+return 1
+"""
+
+# Read new results of the partitions whose lease ARGV still holds (a lease lost since the last renewal is not
+# read from, so a zombie cannot take entries the new owner would never see). KEYS: leases (n), then their
+# streams (n). ARGV: group, consumer, count, then the n tokens. Returns {XREADGROUP reply or false, lost lease
+# indexes (1-based), last entry id of each stream read} - the ids to block on (XREAD) when nothing was new.
+_READ_FENCED = """
+local n = #KEYS / 2
+local streams, ids, lost, last = {}, {}, {}, {}
+for i = 1, n do
+  if redis.call('GET', KEYS[i]) == ARGV[3 + i] then
+    streams[#streams + 1] = KEYS[n + i]
+    ids[#ids + 1] = '>'
+    local top = redis.call('XREVRANGE', KEYS[n + i], '+', '-', 'COUNT', 1)
+    last[#last + 1] = top[1] and top[1][1] or '0-0'
+  else
+    lost[#lost + 1] = i
+  end
+end
+if #streams == 0 then return {false, lost, last} end
+local args = {'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3], 'STREAMS'}
+for _, s in ipairs(streams) do args[#args + 1] = s end
+for _, s in ipairs(ids) do args[#args + 1] = s end
+return {redis.call('XREADGROUP', unpack(args)), lost, last}
+"""
+
+# Take over a partition's unfinished work on acquiring its lease: move every pending entry of the partition's
+# stream (read, never acked, by whichever consumer) to the new owner's consumer, then delete the consumers left
+# with nothing pending (each owner process reads under a name of its own). KEYS: lease, stream. ARGV: token,
+# group, consumer. Returns {claimed, trimmed (pending but no longer in the stream), consumers deleted}, or false
+# when the lease is not ours.
+_CLAIM_FENCED = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
+local cursor, claimed, trimmed = '0-0', 0, 0
+repeat
+  local r = redis.call('XAUTOCLAIM', KEYS[2], ARGV[2], ARGV[3], 0, cursor, 'COUNT', 1000, 'JUSTID')
+  cursor = r[1]
+  claimed = claimed + #r[2]
+  if r[3] then trimmed = trimmed + #r[3] end
+until cursor == '0-0'
+local deleted = 0
+for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[2], ARGV[2])) do
+  local name, pending
+  for k = 1, #c, 2 do
+    if c[k] == 'name' then name = c[k + 1] elseif c[k] == 'pending' then pending = c[k + 1] end
+  end
+  if name ~= ARGV[3] and pending == 0 then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[2], ARGV[2], name)
+    deleted = deleted + 1
+  end
+end
+return {claimed, trimmed, deleted}
+"""
+
+# Renew several leases in one round trip. KEYS: leases. ARGV: ttl ms, then one token per lease. Returns 1/0 each.
+_RENEW_LEASES = """
+local out = {}
+for i = 1, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[i + 1] then
+    out[i] = redis.call('PEXPIRE', KEYS[i], ARGV[1])
+  else
+    out[i] = 0
+  end
+end
+return out
+"""
+
 
 class _OutageRetry(Retry):
     """redis-py's Retry, except for a wrong password: AuthenticationError subclasses ConnectionError, but it is
@@ -185,7 +310,59 @@ class _OutageRetry(Retry):
 
 
 class TransportUnavailable(RuntimeError):
-    """Redis could not be reached after the retries; the caller should back off and try again."""
+    """Redis could not be reached after the retries, or refused the command for a passing reason (out of memory,
+    a read-only replica after a failover...); the caller should back off and try again.
+
+    ``reason`` says which (one of :data:`OUTAGE_REASONS`), so stages count outages per reason.
+    """
+
+    def __init__(self, message: str, reason: str = "unreachable"):
+        super().__init__(message)
+        self.reason = reason
+
+
+#: Why Redis is "unavailable": not reached (``unreachable``, ``timeout``), or an error reply that means "not now"
+#: rather than "wrong command": the stage backs off and retries, exactly as for a lost connection.
+OUTAGE_REASONS = ("unreachable", "timeout", "loading", "oom", "readonly", "misconf", "masterdown", "busy",
+                  "clusterdown", "tryagain", "noreplicas", "nogroup")
+
+# Reply codes as they arrive (first word of the reply; redis-py keeps unknown codes in the message, and a
+# pipeline prefixes the reply with "Command # n (...) of pipeline caused error: ").
+_REPLY_CODE = re.compile(r"(?:^|caused error: )([A-Z]{4,})\b")
+_OUTAGE_REPLY_CODES = {
+    "OOM": "oom",  # maxmemory reached under noeviction: frees up as consumers catch up and streams are trimmed
+    "READONLY": "readonly",  # we talk to a replica (failover in progress, or DNS still pointing at the old master)
+    "MISCONF": "misconf",  # stop-writes-on-bgsave-error after a failed snapshot, until a save succeeds
+    "LOADING": "loading",  # the dataset is being loaded after a restart
+    "MASTERDOWN": "masterdown",  # a replica with replica-serve-stale-data no, link to its master down
+    "BUSY": "busy",  # a script runs past lua-time-limit
+    "CLUSTERDOWN": "clusterdown",
+    "TRYAGAIN": "tryagain",
+    "NOREPLICAS": "noreplicas",  # min-replicas-to-write not met
+    "NOGROUP": "nogroup",  # the stream or its group vanished (a restart without persistence): recreated next read
+    "UNBLOCKED": "nogroup",  # a blocked XREADGROUP whose stream was deleted under it (or CLIENT UNBLOCK ERROR)
+}
+
+
+def outage_reason(exc: BaseException) -> str | None:
+    """The outage reason of an error reply, or None for an error that retrying cannot cure (a bug, bad data)."""
+    if isinstance(exc, OutOfMemoryError):
+        return "oom"
+    if isinstance(exc, ReadOnlyError):
+        return "readonly"
+    if isinstance(exc, BusyLoadingError):
+        return "loading"
+    if isinstance(exc, MasterDownError):
+        return "masterdown"
+    if isinstance(exc, ClusterDownError):
+        return "clusterdown"
+    if isinstance(exc, TryAgainError):
+        return "tryagain"
+    if isinstance(exc, ResponseError):
+        match = _REPLY_CODE.search(str(exc))
+        if match:
+            return _OUTAGE_REPLY_CODES.get(match.group(1))
+    return None
 
 
 def split_cluster_flag(url: str) -> tuple[str, bool]:
@@ -262,6 +439,23 @@ def message_id(camera_id: str, seq: int, capture_ts: float) -> str:
     return f"{camera_id}\x1f{seq}\x1f{capture_ts!r}"
 
 
+#: What an id read back from Redis (a logic worker, a consumer, a counter writer, a snapshot's process name, a
+#: counter name) must look like: what the stages write (``logic@host:pid``, ``frames_pushed:barn-a``). Anyone
+#: with write access can put anything there; one undecodable ``logic:workers`` member used to crash-loop every
+#: logic worker. Readers skip what does not match and count it in :attr:`Transport.invalid_ids`.
+REDIS_ID_RE = re.compile(r"^[A-Za-z0-9_.:@\-]{1,200}$")
+
+
+def valid_redis_id(raw: bytes | str, pattern: re.Pattern = REDIS_ID_RE) -> str | None:
+    """``raw`` as text when it is a well-formed id (ASCII, matching ``pattern``), else None."""
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("ascii")
+        except UnicodeDecodeError:
+            return None
+    return raw if isinstance(raw, str) and pattern.match(raw) else None
+
+
 @dataclass(frozen=True)
 class PushResult:
     dropped_by_cap: int  # oldest frames the queue cap trimmed away (any camera manager's)
@@ -284,9 +478,20 @@ def _guard(fn):
             return fn(self, *args, **kwargs)
         except AuthenticationError:
             raise  # a wrong password is a configuration error, not an outage: no point in waiting
+        except ResponseError as exc:
+            reason = outage_reason(exc)
+            if reason is None:
+                raise  # a genuine error (wrong type, bad argument): retrying would fail the same way
+            if reason == "nogroup":
+                # The stream or its consumer group is gone (Redis restarted without persistence, or someone
+                # deleted it): forget that the groups exist, so the next read creates them again.
+                self._groups_ready.clear()
+            raise TransportUnavailable(f"redis at {self.safe_url} refused: {exc}", reason) from exc
         except (RedisConnectionError, RedisTimeoutError, OSError, RedisClusterException) as exc:
             # RedisClusterException: no node of the cluster answered (all down, slots uncovered).
-            raise TransportUnavailable(f"redis at {self.safe_url} unavailable: {exc}") from exc
+            reason = "loading" if isinstance(exc, BusyLoadingError) else (
+                "timeout" if isinstance(exc, RedisTimeoutError) else "unreachable")
+            raise TransportUnavailable(f"redis at {self.safe_url} unavailable: {exc}", reason) from exc
 
     wrapper.__name__ = fn.__name__
     wrapper.__doc__ = fn.__doc__
@@ -343,7 +548,24 @@ class Transport:
         self._report = self.client.register_script(_REPORT_TOTALS)
         self._renew = self.client.register_script(_RENEW_LEASE)
         self._release = self.client.register_script(_RELEASE_LEASE)
+        self._commit_fenced = self.client.register_script(_COMMIT_FENCED)
+        self._read_fenced = self.client.register_script(_READ_FENCED)
+        self._claim_fenced = self.client.register_script(_CLAIM_FENCED)
+        self._renew_many = self.client.register_script(_RENEW_LEASES)
         self._groups_ready: set[str] = set()
+        #: Malformed ids and values read back from Redis and skipped, by kind (``logic_worker``, ``camera_status``,
+        #: ``stats_field``, ``snapshot`` ...): running totals, which the stages fold into their counters.
+        self.invalid_ids: Counter[str] = Counter()
+
+    def _skipped_invalid(self, kind: str, raws: Sequence[object]) -> None:
+        """Count malformed ids/values read back from Redis; log the 1st, 2nd, 4th, 8th ... of a kind (bounded
+        logging under a flood), with the value's repr cut short."""
+        before = self.invalid_ids[kind]
+        self.invalid_ids[kind] += len(raws)
+        after = self.invalid_ids[kind]
+        if after.bit_length() > before.bit_length():
+            logger.warning("skipped %d malformed %s value(s) read from Redis (%d so far), e.g. %.80r",
+                           len(raws), kind, after, raws[0])
 
     @classmethod
     def from_config(cls, cfg: RedisConfig, url: str | None = None, **kwargs) -> Transport:
@@ -482,11 +704,14 @@ class Transport:
         return [i.decode() if isinstance(i, bytes) else i for i in reply]
 
     @_guard
-    def ensure_groups(self) -> None:
-        """Create the consumer groups (idempotent)."""
+    def ensure_groups(self, only: str | None = None) -> None:
+        """Create the consumer groups (idempotent): all, or only ``RESULTS_GROUP``'s or ``OUTBOX_GROUP``'s - a stage
+        creates just the group it reads, so its Redis ACL user needs no rights on the other stage's streams."""
         streams = [(self.keys.results(p), RESULTS_GROUP) for p in range(self.result_partitions)]
         streams.append((self.keys.outbox, OUTBOX_GROUP))
         for key, group in streams:
+            if only is not None and group != only:
+                continue
             if key in self._groups_ready:
                 continue
             try:
@@ -501,23 +726,99 @@ class Transport:
         return reply or []
 
     @_guard
-    def read_results(self, partitions: Sequence[int], *, pending: bool, count: int, block_s: float = 0.0) -> list[StreamEntry]:
-        """Results of the owned partitions. ``pending=True`` re-reads what was delivered but not acked
-        (the previous owner's unfinished work, in order); otherwise new entries, blocking up to ``block_s``."""
+    def read_results(self, partitions: Sequence[int], *, pending: bool, count: int, block_s: float = 0.0,
+                     consumer: str = PARTITION_CONSUMER) -> list[StreamEntry]:
+        """Results of the owned partitions. ``pending=True`` re-reads what was delivered to ``consumer`` but not
+        acked (in order); otherwise new entries, blocking up to ``block_s``. A partition owner reads new entries
+        with :meth:`read_results_fenced` instead."""
         if not partitions:
             return []
-        self.ensure_groups()
+        self.ensure_groups(RESULTS_GROUP)
         by_key = {self.keys.results(p): p for p in partitions}
         streams = {k: ("0" if pending else ">") for k in by_key}
         block_ms = None if pending or block_s <= 0 else int(self._block_s(block_s) * 1000)
         out: list[StreamEntry] = []
-        for key, entries in self._read_group(RESULTS_GROUP, PARTITION_CONSUMER, streams, count, block_ms):
+        for key, entries in self._read_group(RESULTS_GROUP, consumer, streams, count, block_ms):
             key = key.decode() if isinstance(key, bytes) else key
             for entry_id, fields in entries:
                 entry_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
                 # A pending entry whose data was trimmed away comes back with no fields: nothing to do but ack it.
                 out.append(StreamEntry(by_key[key], entry_id, (fields or {}).get(b"r", b"")))
         return out
+
+    @_guard
+    def read_results_fenced(
+        self, leases: Mapping[int, str], consumer: str, *, count: int, block_s: float = 0.0
+    ) -> tuple[list[StreamEntry], set[int]]:
+        """New results of the partitions in ``leases`` (partition -> lease token) that the tokens still hold, as
+        ``consumer``; returns (entries, partitions whose lease was found lost: nothing read from those).
+
+        The lease check and the read are one script, so a worker that was paused past its lease cannot move
+        entries into its own pending list behind the new owner's back. Scripts cannot block: when nothing is
+        new, this waits (XREAD BLOCK, up to ``block_s``) for an entry after the last one, then reads again."""
+        if not leases:
+            return [], set()
+        self.ensure_groups(RESULTS_GROUP)
+        parts = sorted(leases)
+        keys = [self.keys.lease(p) for p in parts] + [self.keys.results(p) for p in parts]
+        by_key = {self.keys.results(p): p for p in parts}
+        args = [RESULTS_GROUP, consumer, int(count), *(leases[p] for p in parts)]
+        reply, lost, last = self._read_fenced(keys=keys, args=args)
+        lost_parts = {parts[int(i) - 1] for i in lost or []}
+        if not reply and block_s > 0 and last:
+            held = [p for p in parts if p not in lost_parts]
+            self.client.xread({self.keys.results(p): i for p, i in zip(held, last, strict=True)},
+                              block=max(1, int(self._block_s(block_s) * 1000)))
+            reply, lost, last = self._read_fenced(keys=keys, args=args)
+            lost_parts |= {parts[int(i) - 1] for i in lost or []}
+        out: list[StreamEntry] = []
+        for key, entries in reply or []:
+            key = key.decode() if isinstance(key, bytes) else key
+            for entry_id, flat in entries:
+                entry_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                fields = dict(zip(flat[::2], flat[1::2], strict=True)) if flat else {}
+                out.append(StreamEntry(by_key[key], entry_id, fields.get(b"r", b"")))
+        return out, lost_parts
+
+    @_guard
+    def claim_partition(self, partition: int, token: str, consumer: str) -> tuple[int, int] | None:
+        """On taking partition ``partition`` (lease ``token``): move all its pending entries (a previous owner's
+        unfinished work, whatever its consumer name) to ``consumer`` and delete the consumers left empty.
+        Returns (entries claimed, pending entries no longer in the stream - trimmed, dropped from the pending
+        list), or None when the lease is not (any more) ``token``'s."""
+        self.ensure_groups(RESULTS_GROUP)
+        reply = self._claim_fenced(
+            keys=[self.keys.lease(partition), self.keys.results(partition)], args=[token, RESULTS_GROUP, consumer]
+        )
+        if not reply:
+            return None
+        return int(reply[0]), int(reply[1])
+
+    @_guard
+    def commit_results(
+        self, partition: int, token: str, *, entry_ids: Sequence[str] = (), alerts_json: Sequence[bytes] = (),
+        states: Mapping[str, dict] | None = None,
+    ) -> bool:
+        """Fenced, atomic commit of a partition owner's work: ack ``entry_ids`` of the partition's stream, add
+        ``alerts_json`` to the outbox and save ``states`` (camera id -> episode state), all or nothing, and only
+        while ``token`` holds the partition's lease. Returns False (nothing written) when it does not."""
+        args: list[object] = [token, self.outbox_maxlen, RESULTS_GROUP, len(entry_ids), *entry_ids,
+                              len(alerts_json), *alerts_json]
+        for camera_id, state in (states or {}).items():
+            args += [camera_id, json.dumps(state, separators=(",", ":"))]
+        keys = [self.keys.lease(partition), self.keys.results(partition), self.keys.outbox, self.keys.episodes]
+        return bool(self._commit_fenced(keys=keys, args=args))
+
+    @_guard
+    def renew_leases(self, leases: Mapping[int, str], ttl_s: float) -> set[int]:
+        """Extend the leases (partition -> token) still held by their tokens, in one round trip; returns the
+        partitions whose lease is lost."""
+        if not leases:
+            return set()
+        parts = sorted(leases)
+        reply = self._renew_many(keys=[self.keys.lease(p) for p in parts],
+                                 args=[int(ttl_s * 1000), *(leases[p] for p in parts)])
+        return {p for p, ok in zip(parts, reply, strict=True) if not int(ok)}
 
     @_guard
     def ack_results(self, partition: int, entry_ids: Sequence[str]) -> int:
@@ -541,17 +842,44 @@ class Transport:
                     total += int(lag or 0) + int(g.get("pending") or 0)
         return total
 
+    # -- the reference clock -----------------------------------------------------------------------
+    @_guard
+    def server_time(self) -> float:
+        """The Redis server's clock (``TIME``) in unix seconds: the one clock all hosts share."""
+        reply = self.client.time()
+        if isinstance(reply, dict):  # a cluster answers per node: any one node's clock will do
+            reply = next(iter(reply.values()))
+        seconds, micros = reply
+        return int(seconds) + int(micros) / 1e6
+
     # -- logic partition leases --------------------------------------------------------------------
     @_guard
-    def heartbeat_logic_worker(self, worker_id: str, ttl_s: float) -> list[str]:
-        """Record this worker as alive and return the ids of all live workers (sorted)."""
-        now = time.time()
+    def heartbeat_logic_worker(self, worker_id: str, ttl_s: float, now: float | None = None) -> list[str]:
+        """Record this worker as alive and return the ids of all live workers (sorted).
+
+        ``now``: the caller's reference-clock time (:class:`fbvision.core.clock.ReferenceClock`), so workers on
+        hosts whose clocks disagree score each other on one clock; the local wall clock when not given."""
+        now = time.time() if now is None else now
         pipe = self.client.pipeline()
         pipe.zadd(self.keys.logic_workers, {worker_id: now})
         pipe.zremrangebyscore(self.keys.logic_workers, "-inf", now - ttl_s)
-        pipe.zrange(self.keys.logic_workers, 0, -1)
+        pipe.zrange(self.keys.logic_workers, 0, -1, withscores=True)
         members = pipe.execute()[-1]
-        return sorted(m.decode() if isinstance(m, bytes) else m for m in members)
+        live, bad = [], []
+        for raw, score in members:
+            member = valid_redis_id(raw)
+            # A heartbeat from the future (score +inf, or far ahead of any plausible clock skew) would count as a
+            # live worker forever, take a share of the partitions and never process them.
+            if member is None or not score <= now + HEARTBEAT_MAX_AHEAD_S:
+                bad.append(raw)
+            else:
+                live.append(member)
+        if bad:
+            # Not a worker of ours (an injected "\xff", a typo'd tool): skip, count, and remove it so that it
+            # neither skews the fair share nor stays forever.
+            self._skipped_invalid("logic_worker", bad)
+            self.client.zrem(self.keys.logic_workers, *bad)
+        return sorted(live)
 
     @_guard
     def leave_logic_workers(self, worker_id: str) -> None:
@@ -572,6 +900,13 @@ class Transport:
 
     @_guard
     def lease_owner(self, partition: int) -> str | None:
+        """The worker id holding the partition (its lease token up to the last ``@``), or None."""
+        holder = self.lease_holder(partition)
+        return holder.rpartition(LEASE_TOKEN_SEP)[0] or holder if holder else None
+
+    @_guard
+    def lease_holder(self, partition: int) -> str | None:
+        """The partition's lease token as stored (``logic-1@<instance>.<n>``), or None."""
         owner = self.client.get(self.keys.lease(partition))
         return owner.decode() if owner else None
 
@@ -615,7 +950,7 @@ class Transport:
 
     @_guard
     def read_alerts(self, consumer: str, *, pending: bool, count: int, block_s: float = 0.0) -> list[StreamEntry]:
-        self.ensure_groups()
+        self.ensure_groups(OUTBOX_GROUP)
         block_ms = None if pending or block_s <= 0 else int(self._block_s(block_s) * 1000)
         reply = self._read_group(OUTBOX_GROUP, consumer, {self.keys.outbox: "0" if pending else ">"}, count, block_ms)
         out = []
@@ -628,7 +963,7 @@ class Transport:
     @_guard
     def claim_stale_alerts(self, consumer: str, min_idle_s: float, count: int = 100) -> list[StreamEntry]:
         """Take over outbox entries a dead delivery consumer left pending for ``min_idle_s``."""
-        self.ensure_groups()
+        self.ensure_groups(OUTBOX_GROUP)
         reply = self.client.xautoclaim(self.keys.outbox, OUTBOX_GROUP, consumer, int(min_idle_s * 1000), "0-0", count=count)
         entries = reply[1] if len(reply) > 1 else []
         out = []
@@ -639,9 +974,21 @@ class Transport:
 
     @_guard
     def ack_alerts(self, entry_ids: Sequence[str]) -> int:
+        """Acknowledge settled outbox entries and delete them (XACK + XDEL in one MULTI), so the outbox holds only
+        what is not delivered yet and never grows with delivered alerts. ``delivery`` is the stream's only
+        consumer group: nobody else still needs an entry that group has settled."""
         if not entry_ids:
             return 0
-        return int(self.client.xack(self.keys.outbox, OUTBOX_GROUP, *entry_ids))
+        pipe = self.client.pipeline(transaction=True)
+        pipe.xack(self.keys.outbox, OUTBOX_GROUP, *entry_ids)
+        pipe.xdel(self.keys.outbox, *entry_ids)
+        acked, _deleted = pipe.execute()
+        return int(acked)
+
+    @_guard
+    def outbox_length(self) -> int:
+        """Entries in the outbox stream (undelivered: new or pending)."""
+        return int(self.client.xlen(self.keys.outbox))
 
     @_guard
     def outbox_pending(self) -> int:
@@ -658,12 +1005,19 @@ class Transport:
 
     @_guard
     def camera_statuses(self) -> dict[str, dict]:
-        out = {}
-        for cam, raw in self.client.hgetall(self.keys.camera_status).items():
+        out, bad = {}, []
+        for raw_cam, raw in self.client.hgetall(self.keys.camera_status).items():
+            cam = valid_redis_id(raw_cam, CAMERA_ID_RE)
             try:
-                out[cam.decode()] = json.loads(raw)
-            except ValueError:
-                continue
+                status = json.loads(raw) if cam is not None else None
+            except ValueError:  # UnicodeDecodeError included
+                status = None
+            if isinstance(status, dict):
+                out[cam] = status
+            else:  # a malformed id, or a status that is not a JSON object: readers expect status["state"]
+                bad.append(raw_cam)
+        if bad:
+            self._skipped_invalid("camera_status", bad)
         return out
 
     # -- counters and dead letters -----------------------------------------------------------------
@@ -686,18 +1040,39 @@ class Transport:
 
     @_guard
     def stats(self, stage: str) -> dict[str, float]:
-        out = {}
+        out, bad = {}, []
         for k, v in self.client.hgetall(self.keys.stats(stage)).items():
-            v = v.decode()
-            out[k.decode()] = float(v) if "." in v or "e" in v else int(v)
+            name = valid_redis_id(k)
+            try:
+                v = v.decode("ascii")
+                value = float(v) if "." in v or "e" in v else int(v)
+            except ValueError:  # UnicodeDecodeError included; "inf"/"nan" fail int() too
+                name = None
+            if name is None:
+                bad.append(k)
+            else:
+                out[name] = value
+        if bad:
+            self._skipped_invalid("stats_field", bad)
         return out
 
     @_guard
-    def dead_letter(self, queue: str, reason: str, payload: bytes) -> None:
-        """Keep a bounded sample of undecodable messages (first 512 bytes, hex) for inspection."""
-        record = json.dumps(
-            {"queue": queue, "reason": reason, "at": time.time(), "size": len(payload), "head": payload[:512].hex()}
-        )
+    def dead_letter(self, queue: str, reason: str, payload: bytes, *, detail: str = "", full: bool = False) -> None:
+        """Keep a bounded sample of undecodable messages (first 512 bytes, hex) for inspection.
+
+        ``full=True`` (alerts: small, and someone must be able to re-send them) keeps the whole payload as well:
+        ``payload`` (text) when it is UTF-8, else ``payload_b64``. ``detail`` says what exactly was wrong."""
+        fields: dict[str, object] = {
+            "queue": queue, "reason": reason, "at": time.time(), "size": len(payload), "head": payload[:512].hex()
+        }
+        if detail:
+            fields["detail"] = detail[:1000]
+        if full:
+            try:
+                fields["payload"] = payload.decode("utf-8")
+            except UnicodeDecodeError:
+                fields["payload_b64"] = base64.b64encode(payload).decode("ascii")
+        record = json.dumps(fields)
         pipe = self.client.pipeline(transaction=False)
         pipe.lpush(self.keys.dead_letter, record)
         pipe.ltrim(self.keys.dead_letter, 0, DEAD_LETTER_CAP - 1)
@@ -714,10 +1089,17 @@ class Transport:
 
     @_guard
     def snapshots(self) -> dict[str, dict]:
-        out = {}
-        for name, raw in self.client.hgetall(self.keys.snapshots).items():
+        out, bad = {}, []
+        for raw_name, raw in self.client.hgetall(self.keys.snapshots).items():
+            name = valid_redis_id(raw_name)
             try:
-                out[name.decode()] = json.loads(raw)
-            except ValueError:
-                continue
+                snap = json.loads(raw) if name is not None else None
+            except ValueError:  # UnicodeDecodeError included
+                snap = None
+            if isinstance(snap, dict):  # readers do snap.get(...)
+                out[name] = snap
+            else:
+                bad.append(raw_name)
+        if bad:
+            self._skipped_invalid("snapshot", bad)
         return out

@@ -8,11 +8,13 @@ Two kinds of message, both little-endian, both starting with the same 4-byte hea
 
 Decoding never trusts its input: anything that does not parse raises :class:`WireError` with a short
 machine-readable ``reason`` (``"garbage"``, ``"truncated"``, ``"version"``, ``"kind"``, ``"too_large"``,
-``"invalid"``) so callers can count, skip and dead-letter without ever crashing. No pickle, no eval.
+``"invalid"``, ``"time"``: a non-finite or negative timestamp) so callers can count, skip and dead-letter
+without ever crashing. No pickle, no eval.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import struct
 from dataclasses import dataclass, field
@@ -120,6 +122,14 @@ def _check_sizes(**sides: int) -> None:
             raise WireError("invalid", f"{name}={value} outside 1..{MAX_IMAGE_SIDE}")
 
 
+def _check_times(**times: float) -> None:
+    """Timestamps are unix seconds (0 = not reached): NaN, infinities and negatives are impossible times.
+    Downstream ages and episode clocks are differences of these, so one NaN would poison a camera's state."""
+    for name, value in times.items():
+        if not (math.isfinite(value) and value >= 0.0):
+            raise WireError("time", f"{name}={value!r} is not a finite, non-negative unix time")
+
+
 def encode_frame(msg: FrameMessage) -> bytes:
     cam = _check_camera_id(msg.camera_id)
     if len(msg.jpeg) > MAX_JPEG_BYTES:
@@ -127,6 +137,7 @@ def encode_frame(msg: FrameMessage) -> bytes:
     if not msg.jpeg:
         raise WireError("invalid", "empty jpeg")
     _check_sizes(src_w=msg.src_w, src_h=msg.src_h, input_w=msg.input_w, input_h=msg.input_h)
+    _check_times(capture_ts=msg.capture_ts, push_ts=msg.push_ts)
     try:
         fixed = _FRAME_FIXED.pack(
             msg.seq, msg.capture_ts, msg.push_ts, msg.src_w, msg.src_h, msg.input_w, msg.input_h,
@@ -145,6 +156,7 @@ def encode_result(msg: ResultMessage) -> bytes:
     n = len(msg.scores)
     if n > MAX_BOXES:
         raise WireError("too_large", f"{n} boxes > {MAX_BOXES}")
+    _check_times(**dict(zip(TIMELINE_FIELDS, msg.timeline.as_tuple(), strict=True)))
     boxes = np.zeros(n, dtype=_BOX_DTYPE)
     xyxy = np.asarray(msg.boxes, dtype=np.float32).reshape(n, 4)
     boxes["x1"], boxes["y1"], boxes["x2"], boxes["y2"] = xyxy.T
@@ -222,6 +234,7 @@ def decode_frame(data: bytes) -> FrameMessage:
     camera_id = reader.camera_id()
     seq, capture_ts, push_ts, src_w, src_h, input_w, input_h, scale, pad_x, pad_y = reader.unpack(_FRAME_FIXED, "frame fields")
     _check_sizes(src_w=src_w, src_h=src_h, input_w=input_w, input_h=input_h)
+    _check_times(capture_ts=capture_ts, push_ts=push_ts)
     if not (np.isfinite(scale) and scale > 0 and np.isfinite(pad_x) and np.isfinite(pad_y)):
         raise WireError("invalid", f"letterbox scale={scale} pad=({pad_x}, {pad_y})")
     (jpeg_len,) = reader.unpack(struct.Struct("<I"), "jpeg length")
@@ -239,6 +252,7 @@ def decode_result(data: bytes) -> ResultMessage:
     camera_id = reader.camera_id()
     seq, src_w, src_h, batch_size, *times, n = reader.unpack(_RESULT_FIXED, "result fields")
     _check_sizes(src_w=src_w, src_h=src_h)
+    _check_times(**dict(zip(TIMELINE_FIELDS, times, strict=True)))
     if n > MAX_BOXES:
         raise WireError("too_large", f"{n} boxes > {MAX_BOXES}")
     boxes = np.frombuffer(reader.take(n * _BOX_DTYPE.itemsize, "boxes"), dtype=_BOX_DTYPE)

@@ -5,7 +5,8 @@ Policy of :meth:`Batcher.next` (see docs/inference.md):
 1. Block for the first frame, at most ``first_wait_s`` (1 s, so the worker sees its stop event).
 2. Once a fresh frame is in hand, keep popping until ``max_batch`` frames or ``max_wait_ms`` since that frame.
    A backlog fills a batch at once (one pop takes up to ``max_batch``); a trickle waits at most ``max_wait_ms``.
-3. Frames older than ``max_age_ms`` (wall clock now minus capture time) are dropped as they are popped and
+3. Frames older than ``max_age_ms`` (``wall()`` now minus capture time; the worker passes the reference clock,
+   :mod:`fbvision.core.clock`, on which the camera manager stamps capture times) are dropped as they are popped and
    counted; they never start the wait. Messages that do not parse are returned with their :class:`WireError`
    for the caller to count and dead-letter.
 

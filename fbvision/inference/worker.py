@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 import cv2
 import numpy as np
 
+from fbvision.core.clock import ReferenceClock
 from fbvision.core.config import InferenceConfig, ModelConfig, Settings
 from fbvision.core.letterbox import Letterbox
 from fbvision.core.loop import Backoff, LogThrottle, StageLoop
@@ -47,6 +48,7 @@ from fbvision.inference.batcher import (
 )
 from fbvision.inference.decode import decode_yolo
 from fbvision.inference.engines import Engine, build_engine
+from fbvision.inference.jpeg import JpegHeaderError, jpeg_size
 
 logger = logging.getLogger(__name__)
 
@@ -102,9 +104,12 @@ class InferenceWorker:
                 "inference.max_batch=%d but the model allows %d; using %d", self.config.max_batch,
                 engine.max_batch, max_batch,
             )
+        # Frame ages (max_age_ms) and the timeline stamps are on the reference clock (the Redis server's), as
+        # the camera manager's capture stamps are: a camera host whose clock is off drops nothing as stale.
+        self.clock = ReferenceClock(transport.server_time)
         self.batcher = Batcher(
             self._pop, max_batch=max_batch, max_wait_ms=self.config.max_wait_ms,
-            max_age_ms=self.config.max_age_ms, first_wait_s=first_wait_s,
+            max_age_ms=self.config.max_age_ms, first_wait_s=first_wait_s, wall=self.clock.now,
         )
         self.autotune_result: AutotuneResult | None = None
         self.warmup_ms: dict[int, float] = {}
@@ -212,6 +217,7 @@ class InferenceWorker:
             "counters": totals,
             "batch_sizes": {int(k.split(":")[1]): v for k, v in totals.items() if k.startswith("batch_size:")},
             "autotune": self.autotune_result.table if self.autotune_result else None,
+            "clock": self.clock.report(),
             "at": time.time(),
         }
 
@@ -225,7 +231,7 @@ class InferenceWorker:
             self.counters.incr("dropped:stale", len(batch.stale))
             held = self._throttle("stale")
             if held is not None:
-                oldest = max(time.time() - f.capture_ts for f in batch.stale)
+                oldest = max(self.clock.now() - f.capture_ts for f in batch.stale)
                 logger.warning(
                     "inference %s: dropped %d stale frames (oldest %.0f ms, max age %.0f ms)%s", self.name,
                     len(batch.stale) + held, oldest * 1000, self.batcher.max_age_ms,
@@ -248,17 +254,35 @@ class InferenceWorker:
         except TransportUnavailable:
             pass  # the sample is best effort; the counter has it
 
-    def _decode_into(self, slot: int, frame: FrameMessage) -> str | None:
-        """Decode one JPEG into tensor slot ``slot``; returns a drop reason, or None when the slot is filled."""
+    def _decode_into(self, slot: int, frame: FrameMessage) -> tuple[str, str] | None:
+        """Decode one JPEG into tensor slot ``slot``; returns (drop reason, detail), or None when the slot is
+        filled. Never raises: whatever one frame does, it drops that frame only, not its batch."""
+        model = f"model {self.input_w}x{self.input_h}"
         if (frame.input_w, frame.input_h) != (self.input_w, self.input_h):
-            return "bad_size"
-        image = cv2.imdecode(np.frombuffer(frame.jpeg, dtype=np.uint8), cv2.IMREAD_COLOR)
+            return "bad_size", f"input {frame.input_w}x{frame.input_h}, {model}"
+        # The header first: a JPEG declaring more pixels than the input (a JPEG bomb) is refused before
+        # imdecode allocates for it, or raises past OpenCV's own limit.
+        try:
+            width, height = jpeg_size(frame.jpeg)
+        except JpegHeaderError as exc:
+            return "corrupt", f"no readable JPEG header ({exc})"
+        if (width, height) != (self.input_w, self.input_h):
+            return "bad_size", f"JPEG header says {width}x{height}, {model}; not decoded"
+        try:
+            image = cv2.imdecode(np.frombuffer(frame.jpeg, dtype=np.uint8), cv2.IMREAD_COLOR)
+        except cv2.error as exc:
+            return "corrupt", f"JPEG could not be decoded ({exc})"
         if image is None:
-            return "corrupt"
+            return "corrupt", "JPEG could not be decoded"
         if image.shape[:2] != (self.input_h, self.input_w):
-            return "bad_size"
-        # BGR HWC uint8 -> RGB CHW float32 0..1, written in place (numpy releases the GIL in the loop).
-        to_tensor(image, out=self._tensor[slot : slot + 1])
+            return "bad_size", f"decoded {image.shape[1]}x{image.shape[0]}, {model}"
+        try:
+            # BGR HWC uint8 -> RGB CHW float32 0..1, written in place (numpy releases the GIL in the loop).
+            to_tensor(image, out=self._tensor[slot : slot + 1])
+        except Exception as exc:  # a bug, not bad input: still this frame only, logged with its traceback
+            logger.exception("inference %s: frame %d of camera %s not converted", self.name, frame.seq,
+                             frame.camera_id)
+            return "decode_error", f"{type(exc).__name__}: {exc}"
         return None
 
     def process(self, batch: Batch) -> list[ResultMessage]:
@@ -267,13 +291,11 @@ class InferenceWorker:
         t0 = time.perf_counter()
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.config.decode_threads, thread_name_prefix="jpeg-decode")
-        reasons = list(self._pool.map(self._decode_into, range(len(frames)), frames))
-        keep = [i for i, reason in enumerate(reasons) if reason is None]
-        for i, reason in enumerate(reasons):
-            if reason is not None:
-                detail = (f"input {frames[i].input_w}x{frames[i].input_h}, model {self.input_w}x{self.input_h}"
-                          if reason == "bad_size" else "JPEG could not be decoded")
-                self._reject(frames[i].jpeg, reason, detail, frames[i].camera_id)
+        refusals = list(self._pool.map(self._decode_into, range(len(frames)), frames))
+        keep = [i for i, refusal in enumerate(refusals) if refusal is None]
+        for i, refusal in enumerate(refusals):
+            if refusal is not None:  # that frame only: the others of the batch (other cameras') go on
+                self._reject(frames[i].jpeg, refusal[0], refusal[1], frames[i].camera_id)
         if not keep:
             return []
         tensor = self._tensor[: len(frames)] if len(keep) == len(frames) else self._tensor[keep]
@@ -281,9 +303,9 @@ class InferenceWorker:
         popped_at = [popped_at[i] for i in keep]
         t1 = time.perf_counter()
 
-        infer_start = time.time()
+        infer_start = self.clock.now()
         output = self.engine.infer(tensor)
-        infer_end = time.time()
+        infer_end = self.clock.now()
         t2 = time.perf_counter()
 
         boxes = [
@@ -322,7 +344,7 @@ class InferenceWorker:
         if not self._pending:
             return
         t0 = time.perf_counter()
-        now = time.time()
+        now = self.clock.now()
         pending = list(self._pending)
         payloads: list[tuple[str, bytes, str]] = []
         unencodable: set[int] = set()

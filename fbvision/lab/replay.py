@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -197,12 +198,16 @@ def _safe(text: Any) -> str:
 
 
 def snapshot_name(alert: Mapping[str, Any]) -> str:
-    """``<camera>_<rule>_<track|cam>_<state>_<severity>_<seq|ms>_<key8>.jpg``: unique per event."""
+    """``<camera>_<rule>_<track|cam>_<state>_<severity>_frame<seq>|at<UTC time>_<key8>.jpg``: unique per event,
+    and every part says what it is (``frame000123``: the camera's frame number, not a time)."""
     evidence = alert.get("evidence") or {}
     track = alert.get("track_id")
-    when = evidence.get("seq")
-    if when is None:
-        when = int(round(float(alert.get("updated_at") or 0) * 1000))
+    seq = evidence.get("seq")
+    if seq is not None:
+        when = f"frame{int(seq):06d}"
+    else:
+        t = float(alert.get("updated_at") or 0)
+        when = "at" + time.strftime("%Y%m%dT%H%M%S", time.gmtime(t)) + f"{int(round(t * 1000)) % 1000:03d}Z"
     key = str(alert.get("idempotency_key") or alert.get("id") or "")[:8]
     parts = [alert.get("camera_id"), alert.get("rule"), "cam" if track is None else f"t{track}",
              alert.get("state"), alert.get("severity"), when]

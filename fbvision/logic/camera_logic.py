@@ -4,6 +4,10 @@
 -> features -> rule scores -> smoothing -> episode state machine -> :class:`~fbvision.core.events.AlertEvent`.
 ``tick`` lets time pass without frames (camera_offline; horse_absent while frames are fresh). Every time is
 a capture time passed in by the caller: no Redis, no wall clock, so tests and replays are deterministic.
+The worker also passes when each result *arrived* (reference clock, :mod:`fbvision.core.clock`) and ticks
+with ``tick_reference(now)``: camera_offline then goes by arrival gaps, which no host's clock skew or
+result backlog can fake; impossible capture times (far ahead of arrival, or a clock stepping back) are
+counted (``frames_future``, ``clock_steps_back``) and the camera is judged on.
 ``episodes()`` is the JSON-able state a restarted worker passes back as ``open_episodes`` to carry on
 without raising again.
 """
@@ -39,6 +43,13 @@ logger = logging.getLogger(__name__)
 
 EPISODES_VERSION = 1
 NAN = float("nan")
+#: A capture time this far ahead of its arrival (both on the reference clock, see fbvision.core.clock) is
+#: impossible - an injected message, or a producer whose clock is wrong: the frame is skipped and counted.
+MAX_FUTURE_S = 10.0
+#: A frame older than the last one by at most this much is reordering (two inference workers): skipped. By
+#: more, the camera's clock stepped back: the camera's time base is shifted so it stays monotonic and the
+#: camera keeps being judged (skipping would skip every later frame until the clock caught up).
+MAX_REORDER_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -126,6 +137,12 @@ class CameraLogic:
         self._last_frame_t: float | None = None
         self._last_seq = -1
         self.frames_out_of_order = 0
+        self.frames_future = 0  # skipped: capture time beyond MAX_FUTURE_S ahead of arrival
+        self.clock_steps_back = 0  # the camera's clock stepped back by more than MAX_REORDER_S
+        # Reference-clock time the last result of this camera arrived (camera_offline is judged on it), and
+        # what is added to capture times since a backwards clock step (keeps the camera's time monotonic).
+        self._last_arrival_t: float | None = None
+        self._shift = 0.0
         if open_episodes:
             self._restore(open_episodes)
 
@@ -133,8 +150,49 @@ class CameraLogic:
     # per frame
 
     def process(
-        self, *, seq: int, t: float, candidates: Candidates, frame_size: tuple[int, int]
+        self,
+        *,
+        seq: int,
+        t: float,
+        candidates: Candidates,
+        frame_size: tuple[int, int],
+        arrived: float | None = None,
     ) -> FrameOutcome:
+        """One frame captured at ``t``. ``arrived``: when its result reached the caller, on the reference clock
+        (then camera_offline is judged by arrivals, see :meth:`tick_reference`, and a capture time too far
+        ahead of it is refused)."""
+        if arrived is not None and t > arrived + MAX_FUTURE_S:
+            self.frames_future += 1
+            if self.frames_future & (self.frames_future - 1) == 0:  # 1st, 2nd, 4th, 8th...: a wrong clock
+                logger.warning(                                    # sends 5 a second, the log stays readable
+                    "camera %s: frame seq=%d captured %.1f s after it arrived (t=%.3f); impossible time, "
+                    "skipped (%d so far)", self.camera_id, seq, t - arrived, t, self.frames_future,
+                )
+            return FrameOutcome(seq, t, _empty_detections(), [], [], [])
+        t += self._shift
+        elapsed = 0.0  # reference time since the last result arrived
+        if arrived is not None and self._last_arrival_t is not None:
+            elapsed = max(0.0, arrived - self._last_arrival_t)
+        if self._shift and self._last_frame_t is not None and t > self._last_frame_t + elapsed + MAX_REORDER_S:
+            # The camera's clock came forward again (or the "step" was one stray old message): undo the shift
+            # as far as that keeps the time monotonic, so alert times return to the camera's own clock.
+            undo = min(self._shift, t - (self._last_frame_t + elapsed))
+            self._shift -= undo
+            t -= undo
+            logger.warning("camera %s: frame seq=%d: clock came forward again; shift now %+.3f s",
+                           self.camera_id, seq, self._shift)
+        if self._last_frame_t is not None and t < self._last_frame_t - MAX_REORDER_S:
+            # The camera's clock went back: carry on from the last frame's time plus what elapsed since.
+            step = self._last_frame_t + elapsed - t
+            self._shift += step
+            self.clock_steps_back += 1
+            logger.warning(
+                "camera %s: frame seq=%d is %.1f s older than the last one: clock stepped back; shifting this "
+                "camera's times by %+.3f s from now on", self.camera_id, seq, step - elapsed, self._shift,
+            )
+            t += step
+        if arrived is not None:
+            self._last_arrival_t = arrived
         if self._last_frame_t is not None and t < self._last_frame_t:
             self.frames_out_of_order += 1
             logger.warning(
@@ -181,6 +239,18 @@ class CameraLogic:
         )
         self._forget_stale_tracks(t)
         return FrameOutcome(seq, t, detections, features, alerts, signals)
+
+    def tick_reference(self, now: float, camera_online: bool | None = None) -> list[AlertEvent]:
+        """:meth:`tick` at reference-clock time ``now``, judged by arrivals: the camera's time moves on from its
+        last frame by what elapsed since that frame's result *arrived*, so neither the camera host's clock
+        (skew) nor the results' latency (a backlog caught up) can make camera_offline fire while results flow."""
+        if self._last_frame_t is not None and self._last_arrival_t is not None:
+            t = self._last_frame_t + max(0.0, now - self._last_arrival_t)
+        elif self._last_frame_t is not None:
+            t = max(now + self._shift, self._last_frame_t)
+        else:
+            t = now + self._shift
+        return self.tick(t, camera_online)
 
     def tick(self, t: float, camera_online: bool | None = None) -> list[AlertEvent]:
         """Time passes without a frame: the camera rules that act on ticks (``Rule.on_tick``): camera_offline
@@ -395,6 +465,13 @@ class CameraLogic:
             "next_track_id": self._tracker.next_track_id,
             "episodes": episodes,
             "tracks": tracks,
+            # camera_offline's clock: without it a new owner would judge a dead camera by "no frame yet"
+            "clock": {
+                "last_frame_t": self._last_frame_t,
+                "last_arrival_t": self._last_arrival_t,
+                "last_seq": self._last_seq,
+                "shift": self._shift,
+            },
         }
 
     def _restore(self, saved: dict[str, Any]) -> None:
@@ -405,6 +482,17 @@ class CameraLogic:
                 f"episode state of camera {saved.get('camera_id')!r} given to {self.camera_id!r}"
             )
         self._tracker.next_track_id = max(self._tracker.next_track_id, int(saved.get("next_track_id", 1)))
+        clock = saved.get("clock") or {}
+        if not isinstance(clock, dict):
+            raise ValueError(f"saved clock state {clock!r} is not an object")
+        for key in ("last_frame_t", "last_arrival_t", "shift"):
+            value = clock.get(key)
+            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)):
+                raise ValueError(f"saved clock {key}={value!r} is not a finite number")
+        self._last_frame_t = clock.get("last_frame_t")
+        self._last_arrival_t = clock.get("last_arrival_t")
+        self._shift = float(clock.get("shift") or 0.0)
+        self._last_seq = int(clock.get("last_seq", -1))
         for track in saved.get("tracks", []):
             track_id = int(track["track_id"])
             if track.get("box") is not None:

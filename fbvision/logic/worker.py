@@ -5,23 +5,28 @@ heartbeats into ``logic:workers`` and holds expiring leases on at most ``ceil(P 
 partitions: it renews its leases, takes free ones up to that share (preferring ``p % n == its rank`` so
 the split converges), and gives back extras - between batches, after acking what it read - so a joining
 worker gets its share. A dead worker's leases expire and the others take them. On taking a partition the
-worker first re-reads its pending entries (what the previous owner read but never acknowledged), then
-new ones. One camera's results are therefore processed in stream order by one worker at a time.
+worker moves the partition's pending entries (what the previous owner read but never acknowledged) to its
+own consumer, re-reads them, then new ones. One camera's results are therefore processed in stream order by
+one worker at a time.
 
-Durability, per batch of one partition (``_process_batch``):
+Fencing. Each process reads under a consumer name of its own (``<id>@<random instance>``) and takes each
+lease with a token new to that acquisition (``<id>@<instance>.<n>``): a second process started with the same
+``--id``, or this one paused (SIGSTOP, GC, a VM migration) past its lease, is another owner. Every write made
+for a partition - the read of new entries, the take-over of pending ones, and the commit below - is a Redis
+script that first checks the token, so a worker that lost its lease cannot write: it counts
+``fenced:refused``, logs, drops the partition's state, and carries on with the partitions it still holds.
+Leases are renewed before each step and between the results of a batch once ``RENEW_FRACTION`` of the TTL
+has passed, so a long batch does not outlive its lease.
 
-1. process each result in order (decode, ``CameraLogic.process``, latency, recorder);
-2. save each touched camera's state (``CameraLogic.episodes()``) plus ``through`` (the last entry id it
-   reflects) and ``unsent_alerts`` (this batch's alerts for that camera);
-3. ``add_alerts_and_ack``: alerts into the outbox and the results acknowledged, in one MULTI;
-4. for cameras that had alerts, save again without ``unsent_alerts``.
-
-A crash before 2 replays the batch from the previous state. A crash between 2 and 3 leaves the results
-pending: the next owner loads the saved state, puts its ``unsent_alerts`` into the outbox, and skips the
-pending entries up to ``through`` (already reflected in that state) - nothing lost, nothing processed
-twice. A crash between 3 and 4 puts the same alerts in the outbox a second time, with the same
-idempotency keys, and the backend keeps one. Open episodes are part of the state, so a restart does not
-raise an episode again.
+Durability, per batch of one partition (``_process_batch``): process each result in order (decode,
+``CameraLogic.process``, latency), then one fenced commit (``Transport.commit_results``) acks the
+results, adds their alerts to the outbox and saves each touched camera's state (``CameraLogic.episodes()``
+plus ``through``, the last entry id it reflects) - all or nothing - and only then counts the results and hands
+them to the recorder. A crash before the commit replays the
+batch from the previous state; after it, nothing is replayed; a refused commit leaves the batch to the new
+owner, who judges it from the last committed state. So no alert is lost or written twice. Open episodes are
+part of the state, so a restart does not raise an episode again. (A state saved by an older version may
+still hold ``unsent_alerts``: they are written, fenced, when that state is loaded.)
 """
 
 from __future__ import annotations
@@ -36,9 +41,18 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from fbvision.core.candidates import Candidates
-from fbvision.core.loop import Backoff, StageLoop
+from fbvision.core.clock import ReferenceClock
+from fbvision.core.loop import Backoff, LogThrottle, StageLoop
 from fbvision.core.metrics import Counters, LatencyStats, snapshot, stage_durations
-from fbvision.core.transport import StreamEntry, Transport, TransportUnavailable
+from fbvision.core.transport import (
+    LEASE_TOKEN_SEP,
+    REDIS_ID_RE,
+    StreamEntry,
+    Transport,
+    TransportUnavailable,
+    new_token,
+    valid_redis_id,
+)
 from fbvision.core.wire import WireError, decode_result
 from fbvision.logic.camera_logic import CameraLogic
 
@@ -52,6 +66,21 @@ logger = logging.getLogger(__name__)
 THROUGH_KEY = "through"
 UNSENT_KEY = "unsent_alerts"
 STATS_STAGE = "logic"
+#: A camera status not refreshed for this many status intervals (at least STATUS_MIN_AGE_S) is unknown.
+STATUS_MAX_INTERVALS = 5
+STATUS_MIN_AGE_S = 5.0
+#: Leases are renewed when this fraction of their TTL has passed since the last renewal: before each step and
+#: between the results of a batch, so a long batch cannot outlive its lease unnoticed.
+RENEW_FRACTION = 1 / 3
+
+
+class LeaseLost(Exception):
+    """A fenced write was refused: another worker holds the partition now. Its batch is abandoned (the new owner
+    claims the unacknowledged results) and the partition's state dropped."""
+
+    def __init__(self, partition: int):
+        super().__init__(f"lease on partition {partition} lost")
+        self.partition = partition
 
 
 def _entry_order(entry_id: str) -> tuple[int, int]:
@@ -70,7 +99,7 @@ class LogicWorker:
         *,
         class_ids: Mapping[str, int] | None = None,
         recorder: Any = None,
-        clock=time.time,
+        clock=None,
         lease_ttl_s: float = 5.0,
         heartbeat_s: float = 1.0,
         worker_ttl_s: float | None = None,
@@ -80,11 +109,16 @@ class LogicWorker:
     ):
         if lease_ttl_s <= heartbeat_s:
             raise ValueError("lease_ttl_s must be longer than heartbeat_s, or leases lapse between renewals")
+        if valid_redis_id(worker_id) is None:  # the other workers would skip (and remove) it from the registry
+            raise ValueError(f"logic worker id {worker_id!r} must match {REDIS_ID_RE.pattern}")
         self.settings = settings
         self.transport = transport
         self.worker_id = worker_id
         self.recorder = recorder
-        self.clock = clock  # the time given to CameraLogic.tick (capture times are wall-clock seconds)
+        # The reference clock (Redis TIME, see fbvision.core.clock): when results arrive, tick times, heartbeats.
+        # ``clock`` injects another (tests); capture times come stamped on the same clock by the camera manager.
+        self.ref_clock = ReferenceClock(transport.server_time)
+        self.clock = clock if clock is not None else self.ref_clock.now
         self.lease_ttl_s = lease_ttl_s
         self.heartbeat_s = heartbeat_s
         self.worker_ttl_s = worker_ttl_s if worker_ttl_s is not None else max(3 * heartbeat_s, lease_ttl_s)
@@ -96,10 +130,19 @@ class LogicWorker:
         self._class_id_list: list[int] | None = None
         self._overrides = {cam.id: cam.logic for cam in settings.cameras}
         self._configured = [cam.id for cam in settings.cameras if cam.enabled]
+        self._max_cameras = settings.logic.max_cameras
+        self._cap_log = LogThrottle(10.0)
+        self._invalid_seen: dict[str, int] = {}  # transport.invalid_ids already folded into the counters
         self.counters = Counters(prometheus_stage=STATS_STAGE)
         self.counters.declare("results", "alerts", "redis_unavailable")
         self.latency = LatencyStats()
         self.held: set[int] = set()
+        # Fencing: ``instance`` is this process's consumer name and the stem of its lease tokens, random per start,
+        # so a second process started with the same --id (or this one, paused past its lease) is another owner.
+        self.instance = f"{worker_id}{LEASE_TOKEN_SEP}{new_token()}"
+        self._tokens: dict[int, str] = {}  # held partition -> its lease token (``instance.n``, n per acquisition)
+        self._acquisitions = 0
+        self._renewed_at = 0.0  # monotonic time of the last renewal of all held leases
         self._need_pending: set[int] = set()
         self._logics: dict[str, CameraLogic] = {}
         self._through: dict[str, tuple[int, str] | None] = {}
@@ -147,6 +190,7 @@ class LogicWorker:
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + self.heartbeat_s
             self.rebalance()
+        self._renew_if_due()
         if now >= self._next_tick:
             self._next_tick = now + self.tick_interval_s
             self.tick_cameras()
@@ -155,9 +199,13 @@ class LogicWorker:
             self.report()
         if self._need_pending:
             partition = min(self._need_pending)
-            entries = self.transport.read_results([partition], pending=True, count=self.read_count)
+            entries = self.transport.read_results([partition], pending=True, count=self.read_count,
+                                                  consumer=self.instance)
             if not entries:
                 self._need_pending.discard(partition)
+                # Not ticked until a read of new entries shows how far behind it is: results that arrived
+                # while nobody read them are not an outage (camera_offline would raise, then resolve).
+                self._backlogged.add(partition)
                 return 0
             logger.info("logic worker %s: resuming %d unacknowledged result(s) of partition %d",
                         self.worker_id, len(entries), partition)
@@ -170,7 +218,11 @@ class LogicWorker:
             else:
                 time.sleep(block_s)
             return 0
-        entries = self.transport.read_results(owned, pending=False, count=self.read_count, block_s=block_s)
+        entries, lost = self.transport.read_results_fenced(
+            {p: self._tokens[p] for p in owned}, self.instance, count=self.read_count, block_s=block_s
+        )
+        for p in sorted(lost):
+            self._lost(p, "found at a read")
         by_partition: dict[int, list[StreamEntry]] = {}
         for entry in entries:
             by_partition.setdefault(entry.stream_index, []).append(entry)
@@ -182,7 +234,7 @@ class LogicWorker:
     # -- leases ------------------------------------------------------------------------------------
     def rebalance(self) -> None:
         """Heartbeat, renew held leases, give back extras, take free partitions up to the fair share."""
-        live = self.transport.heartbeat_logic_worker(self.worker_id, self.worker_ttl_s)
+        live = self.transport.heartbeat_logic_worker(self.worker_id, self.worker_ttl_s, now=self.clock())
         if self.worker_id not in live:
             live = sorted([*live, self.worker_id])
         self._live_workers = live
@@ -192,17 +244,13 @@ class LogicWorker:
         preferred = [p for p in range(self.partitions) if p % n == rank]
         order = preferred + [p for p in range(self.partitions) if p % n != rank]
 
-        for p in sorted(self.held):
-            if not self.transport.try_lease(p, self.worker_id, self.lease_ttl_s):
-                logger.warning("logic worker %s: lost the lease on partition %d", self.worker_id, p)
-                self.counters.incr("leases:lost")
-                self._drop_partition(p)
+        self._renew_if_due(force=True)
         # Give back the partitions we like least first, so that the split converges on p % n == rank.
         for p in reversed(order):
             if len(self.held) <= share:
                 break
             if p in self.held:
-                self.transport.release_lease(p, self.worker_id)
+                self.transport.release_lease(p, self._tokens[p])
                 self.counters.incr("leases:released")
                 logger.info("logic worker %s: released partition %d (fair share %d of %d live)",
                             self.worker_id, p, share, n)
@@ -210,14 +258,52 @@ class LogicWorker:
         for p in order:
             if len(self.held) >= share:
                 break
-            if p not in self.held and self.transport.try_lease(p, self.worker_id, self.lease_ttl_s):
-                self.held.add(p)
-                self._need_pending.add(p)
-                self.counters.incr("leases:acquired")
-                logger.info("logic worker %s: took partition %d", self.worker_id, p)
+            if p not in self.held:
+                self._acquire(p)
+
+    def _acquire(self, partition: int) -> None:
+        """Take a free partition: a lease token new to this acquisition, then the previous owner's pending entries
+        moved to our consumer (fenced: a pause in between cannot take them from a newer owner)."""
+        self._acquisitions += 1
+        token = f"{self.instance}.{self._acquisitions}"
+        if not self.transport.try_lease(partition, token, self.lease_ttl_s):
+            return
+        claimed = self.transport.claim_partition(partition, token, self.instance)
+        if claimed is None:
+            self.counters.incr("leases:lost")
+            logger.warning("logic worker %s: lost partition %d while taking it over", self.worker_id, partition)
+            return
+        n_claimed, n_trimmed = claimed
+        self.held.add(partition)
+        self._tokens[partition] = token
+        self._need_pending.add(partition)
+        self.counters.incr("leases:acquired")
+        if n_claimed:
+            self.counters.incr("leases:claimed_pending", n_claimed)
+        if n_trimmed:  # read by the previous owner, never acked, and trimmed from the stream since
+            self.counters.incr("dropped:trimmed", n_trimmed)
+        logger.info("logic worker %s: took partition %d (%d unacknowledged result(s) taken over)",
+                    self.worker_id, partition, n_claimed)
+
+    def _renew_if_due(self, force: bool = False) -> None:
+        """Renew every held lease when RENEW_FRACTION of the TTL has passed since the last renewal (or now)."""
+        now = time.monotonic()
+        if not self.held or (not force and now - self._renewed_at < self.lease_ttl_s * RENEW_FRACTION):
+            return
+        lost = self.transport.renew_leases({p: self._tokens[p] for p in self.held}, self.lease_ttl_s)
+        self._renewed_at = now
+        for p in sorted(lost):
+            self._lost(p, "found at renewal")
+
+    def _lost(self, partition: int, how: str) -> None:
+        logger.warning("logic worker %s: lost the lease on partition %d (%s); dropping its state",
+                       self.worker_id, partition, how)
+        self.counters.incr("leases:lost")
+        self._drop_partition(partition)
 
     def _drop_partition(self, partition: int) -> None:
         self.held.discard(partition)
+        self._tokens.pop(partition, None)
         self._need_pending.discard(partition)
         self._backlogged.discard(partition)
         # Whoever owns it next moves the cameras' state on; reload it if the partition comes back.
@@ -235,6 +321,19 @@ class LogicWorker:
             self._forget_camera(cam)
 
     # -- per camera --------------------------------------------------------------------------------
+    def _admit(self, camera_id: str) -> bool:
+        """Whether this worker keeps state for ``camera_id``: one it has, a configured one, or a new one while it
+        holds fewer than ``logic.max_cameras``. Anyone who can write to Redis can send results of made-up camera
+        ids; without a cap each would add a CameraLogic (tracks, smoothing windows) and a saved state forever."""
+        if camera_id in self._logics or camera_id in self._overrides or len(self._logics) < self._max_cameras:
+            return True
+        held = self._cap_log("camera_cap")
+        if held is not None:
+            logger.warning("logic worker %s: camera %.80r dropped, already %d cameras (logic.max_cameras); "
+                           "%d more dropped since the last message", self.worker_id, camera_id, len(self._logics),
+                           held)
+        return False
+
     def _logic_for(self, camera_id: str) -> CameraLogic:
         logic = self._logics.get(camera_id)
         if logic is not None:
@@ -243,12 +342,13 @@ class LogicWorker:
         through = saved.pop(THROUGH_KEY, None)
         unsent = saved.pop(UNSENT_KEY, None) or []
         if unsent:
-            # A crash hit between saving this state and writing its alerts: write them now (if they did
-            # reach the outbox, the backend deduplicates by idempotency key).
-            self.transport.add_alerts([a.encode() if isinstance(a, str) else a for a in unsent])
+            # State saved by a version that wrote alerts after the state (a crash in between left them here):
+            # write them now (if they did reach the outbox, the backend deduplicates by idempotency key).
+            self._commit(self.transport.partition_of(camera_id),
+                         alerts_json=[a.encode() if isinstance(a, str) else a for a in unsent],
+                         states={camera_id: {**saved, THROUGH_KEY: through, UNSENT_KEY: []}})
             self.counters.incr("alerts:rewritten", len(unsent))
             logger.warning("camera %s: re-wrote %d alert(s) saved before a crash", camera_id, len(unsent))
-            self.transport.save_episodes(camera_id, {**saved, THROUGH_KEY: through, UNSENT_KEY: []})
         try:
             logic = CameraLogic(
                 camera_id, self.settings.logic, self._overrides.get(camera_id), self.class_id_list(),
@@ -269,26 +369,62 @@ class LogicWorker:
         through = self._through.get(camera_id)
         return through is not None and through[0] == partition and _entry_order(entry_id) <= _entry_order(through[1])
 
-    def _save(self, camera_id: str, unsent: list[AlertEvent]) -> None:
+    def _state(self, camera_id: str) -> dict:
         state = self._logics[camera_id].episodes()
         through = self._through.get(camera_id)
         state[THROUGH_KEY] = None if through is None else {"partition": through[0], "entry_id": through[1]}
-        state[UNSENT_KEY] = [a.to_json() for a in unsent]
-        self.transport.save_episodes(camera_id, state)
+        state[UNSENT_KEY] = []  # alerts are written with the state they belong to, in one fenced commit
+        return state
+
+    def _commit(self, partition: int, *, entry_ids: list[str] | None = None, alerts_json: list[bytes] | None = None,
+                cameras: list[str] | None = None, states: dict[str, dict] | None = None) -> None:
+        """Ack ``entry_ids``, write the alerts and save the cameras' state: one fenced script, all or nothing.
+        Raises LeaseLost (and drops the partition) when another worker holds the partition's lease now."""
+        entry_ids, alerts_json = entry_ids or [], alerts_json or []
+        token = self._tokens.get(partition)
+        all_states = {cam: self._state(cam) for cam in cameras or []}
+        all_states.update(states or {})
+        if token is not None and self.transport.commit_results(
+            partition, token, entry_ids=entry_ids, alerts_json=alerts_json, states=all_states
+        ):
+            return
+        # Paused (GC, SIGSTOP, a VM migration) or cut off past the lease: the new owner has claimed these results
+        # and will judge them from the last committed state. Writing ours too would duplicate or reorder alerts.
+        self.counters.incr("fenced:refused")
+        self.counters.incr("fenced:results_refused", len(entry_ids))
+        self.counters.incr("fenced:alerts_refused", len(alerts_json))
+        logger.warning("logic worker %s: write to partition %d refused, the lease is not ours any more (%d result "
+                       "ack(s), %d alert(s) left to the new owner)", self.worker_id, partition, len(entry_ids),
+                       len(alerts_json))
+        if partition in self.held:
+            self._lost(partition, "write refused")
+        raise LeaseLost(partition)
 
     # -- processing --------------------------------------------------------------------------------
     def _process_batch(self, partition: int, entries: list[StreamEntry]) -> int:
+        try:
+            return self._judge_batch(partition, entries)
+        except LeaseLost:  # counted and logged; the new owner has this batch's results, and our state is dropped
+            return 0
+
+    def _judge_batch(self, partition: int, entries: list[StreamEntry]) -> int:
         ids = [e.entry_id for e in entries]
         alerts: list[AlertEvent] = []
-        alerts_by_cam: dict[str, list[AlertEvent]] = {}
         touched: list[str] = []
+        judged = 0
+        to_record: list[tuple[str, Any]] = []
         queue = f"batch_results:{partition}"
         for entry in entries:
+            # A long batch must not outlive its lease: renew when due, and give up the batch if it is gone.
+            self._renew_if_due()
+            if partition not in self.held:
+                self.counters.incr("fenced:batches_abandoned")
+                raise LeaseLost(partition)
             if not entry.payload:
                 # No payload: trimmed from the stream (maxlen) before it was processed, or published empty.
                 self.counters.incr("dropped:trimmed")
                 continue
-            logic_start = time.time()
+            logic_start = self.clock()  # the timeline is on the reference clock too
             try:
                 msg = decode_result(entry.payload)
             except WireError as exc:
@@ -297,16 +433,21 @@ class LogicWorker:
                 self.transport.dead_letter(queue, f"wire_{exc.reason}", entry.payload)
                 continue
             cam = msg.camera_id
+            if not self._admit(cam):
+                self.counters.incr("dropped:camera_cap")
+                continue
             logic = self._logic_for(cam)
             if self._already_done(cam, partition, entry.entry_id):
                 self.counters.incr("skipped:replayed")
                 continue
-            t = msg.timeline.captured or msg.timeline.published or time.time()
+            arrived = self.clock()  # camera_offline is judged by when results arrive, not by capture times
+            t = msg.timeline.captured or msg.timeline.published or arrived
             out_of_order_before = logic.frames_out_of_order
+            clock_faults_before = (logic.frames_future, logic.clock_steps_back)
             try:
                 outcome = logic.process(
                     seq=msg.seq, t=t, candidates=Candidates(msg.boxes, msg.scores, msg.class_ids),
-                    frame_size=(msg.src_w, msg.src_h),
+                    frame_size=(msg.src_w, msg.src_h), arrived=arrived,
                 )
             except Exception as exc:  # a bug on one result must not wedge the partition forever
                 logger.exception("camera %s seq %d: logic failed, result dead-lettered", cam, msg.seq)
@@ -319,24 +460,30 @@ class LogicWorker:
                 touched.append(cam)
             if outcome is None:
                 continue
+            if logic.frames_future > clock_faults_before[0]:
+                # An impossible capture time (far ahead of its arrival): skipped, the camera judged on.
+                self.counters.incr("dropped:future_ts")
+                continue
+            if logic.clock_steps_back > clock_faults_before[1]:
+                self.counters.incr("clock:steps_back")  # judged all the same, on the camera's shifted time
             if logic.frames_out_of_order > out_of_order_before:
                 # Two inference workers can publish one camera's frames slightly out of capture order; the
                 # camera logic skips a frame older than the last one - counted here, not as a judged result.
                 self.counters.incr("dropped:out_of_order")
                 continue
-            logic_end = time.time()
+            logic_end = self.clock()
             self.latency.add_many(stage_durations(msg.timeline, logic_start, logic_end))
-            self.counters.incr("results")
+            judged += 1
             if outcome.alerts:
                 alerts.extend(outcome.alerts)
-                alerts_by_cam.setdefault(cam, []).extend(outcome.alerts)
             if self.recorder is not None:
-                self._record(cam, outcome)
-        for cam in touched:
-            self._save(cam, alerts_by_cam.get(cam, []))
-        self.transport.add_alerts_and_ack([a.to_json().encode() for a in alerts], partition, ids)
-        for cam in alerts_by_cam:
-            self._save(cam, [])
+                to_record.append((cam, outcome))
+        self._commit(partition, entry_ids=ids, alerts_json=[a.to_json().encode() for a in alerts], cameras=touched)
+        # Counted and recorded once committed: a refused batch is judged again (counted, recorded) by the new owner.
+        if judged:
+            self.counters.incr("results", judged)
+        for cam, outcome in to_record:
+            self._record(cam, outcome)
         if alerts:
             self.counters.incr("alerts", len(alerts))
         return len(entries)
@@ -355,34 +502,55 @@ class LogicWorker:
             return
         statuses = self.transport.camera_statuses()
         now = self.clock()
-        cameras = set(self._logics) | set(self._configured) | set(statuses)
+        # Cameras removed from the config are forgotten: their leftover status (and results) raise nothing.
+        cameras = set(self._configured) if self._configured else set(self._logics) | set(statuses)
         behind = self._need_pending | self._backlogged
         for cam in sorted(cameras):
             partition = self.transport.partition_of(cam)
-            state = (statuses.get(cam) or {}).get("state")
-            online = None if state is None else state == "online"
+            online = self._status_online(statuses.get(cam), now)
             # Results still queued for the camera (a previous owner's, or a backlog) are older than `now`:
             # process them first, unless the camera manager itself says the camera is down.
             if partition not in self.held or (partition in behind and online is not False):
                 continue
-            logic = self._logic_for(cam)
-            alerts = logic.tick(now, camera_online=online)
-            if not alerts:
+            if not self._admit(cam):  # a flood of made-up ids in cameras:status: no state for them either
                 continue
-            self._save(cam, alerts)
-            self.transport.add_alerts([a.to_json().encode() for a in alerts])
-            self._save(cam, [])
+            try:
+                logic = self._logic_for(cam)
+                alerts = logic.tick_reference(now, camera_online=online)
+                if not alerts:
+                    continue
+                self._commit(partition, alerts_json=[a.to_json().encode() for a in alerts], cameras=[cam])
+            except LeaseLost:  # counted, logged, the partition dropped: its cameras are skipped from here on
+                continue
             self.counters.incr("alerts", len(alerts))
 
+
+    def _status_online(self, status: dict | None, now: float) -> bool | None:
+        """What the camera manager says (True/False), or None (unknown): no status, or one not refreshed for
+        STATUS_MAX_INTERVALS status intervals - a host that died while its camera was "online" is not trusted
+        (camera_offline then goes by arrivals alone)."""
+        if not isinstance(status, dict) or status.get("state") is None:
+            return None
+        updated = status.get("updated")
+        if isinstance(updated, (int, float)) and math.isfinite(updated):
+            max_age = max(STATUS_MIN_AGE_S, STATUS_MAX_INTERVALS * self.settings.camera.status_interval_s)
+            if now - updated > max_age:
+                self.counters.incr("camera_status:stale")
+                return None
+        return status.get("state") == "online"
 
     # -- reporting and shutdown --------------------------------------------------------------------
     def snapshot(self) -> dict[str, object]:
         return snapshot(
             self.latency, self.counters, worker_id=self.worker_id, partitions=sorted(self.held),
-            cameras=sorted(self._logics), live_workers=len(self._live_workers),
+            cameras=sorted(self._logics), live_workers=len(self._live_workers), clock=self.ref_clock.report(),
         )
 
     def report(self) -> None:
+        # Malformed ids the transport skipped (workers registry, camera statuses...), as this stage's counters.
+        for kind, total in list(self.transport.invalid_ids.items()):
+            self.counters.incr(f"skipped:invalid_{kind}", total - self._invalid_seen.get(kind, 0))
+            self._invalid_seen[kind] = total
         self.transport.report_totals(STATS_STAGE, self.counters.writer, self.counters.snapshot())
         self.transport.put_snapshot(f"logic:{self.worker_id}", self.snapshot())
 
@@ -394,11 +562,12 @@ class LogicWorker:
                 logger.exception("logic worker %s: recorder flush failed", self.worker_id)
         try:
             for p in sorted(self.held):
-                self.transport.release_lease(p, self.worker_id)
+                self.transport.release_lease(p, self._tokens[p])
             self.transport.leave_logic_workers(self.worker_id)
             self.report()
         except TransportUnavailable as exc:
             logger.warning("logic worker %s: clean leave failed (%s); leases expire on their own", self.worker_id, exc)
         self.held.clear()
+        self._tokens.clear()
         self._need_pending.clear()
         logger.info("logic worker %s stopped: %s", self.worker_id, json.dumps(self.counters.snapshot()))

@@ -7,10 +7,12 @@ the dashboard shows the same numbers whichever host each stage runs on.
 from __future__ import annotations
 
 import time
+from collections import deque
 from typing import TYPE_CHECKING
 
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from fbvision.core.transport import TransportUnavailable
@@ -18,6 +20,8 @@ from fbvision.core.transport import TransportUnavailable
 if TYPE_CHECKING:
     from fbvision.run.runner import PipelineRun
 
+FPS_WINDOW_S = 10.0  # fps = frames pushed over the last 10 s (a 1 s window flickers 4.9/5.9 for a 5 fps camera)
+LEVEL_STYLE = {"WARNING": "yellow", "ERROR": "red", "CRITICAL": "bold red"}
 STATE_STYLE = {"online": "green", "reconnecting": "yellow", "connecting": "yellow", "offline": "red"}
 SEVERITY_STYLE = {"info": "cyan", "warning": "yellow", "critical": "bold red"}
 
@@ -36,21 +40,29 @@ def collect(run: PipelineRun) -> dict:
         state["cameras"] = t.camera_statuses()
         state["snapshots"] = t.snapshots()
         state["outbox_pending"] = t.outbox_pending()
+        state["result_backlog"] = t.result_backlog()
+        # Malformed ids/values the reads above skipped (written to Redis by something that is not a stage).
+        state["invalid_ids"] = dict(t.invalid_ids)
     except TransportUnavailable as exc:
         state.update(ok=False, error=str(exc))
     return state
 
 
-def latency_table(snapshots: dict) -> dict[str, dict]:
-    """The logic workers' latency summaries (the first one that has them)."""
+def latency_table(snapshots: dict, key: str = "latency_s") -> dict[str, dict]:
+    """The logic workers' latency summaries (the first one that has them): ``latency_s`` over the last 4096
+    results, ``latency_s_1m`` over the last minute, ``latency_s_all`` since the worker started."""
     for name, snap in sorted(snapshots.items()):
-        if name.startswith("logic:") and snap.get("latency_s"):
-            return snap["latency_s"]
+        if name.startswith("logic:") and isinstance(snap.get(key), dict):
+            # Well-formed rows only: snapshots are JSON anyone with Redis access can write.
+            return {stage: s for stage, s in snap[key].items()
+                    if isinstance(s, dict) and all(isinstance(v, (int, float)) for v in s.values())}
     return {}
 
 
 def batch_mix(inference_stats: dict) -> dict[int, int]:
-    return {int(k.split(":", 1)[1]): int(v) for k, v in inference_stats.items() if k.startswith("batch_size:")}
+    # Only well-formed fields: the counters hash is writable by anything with Redis access.
+    return {int(k.split(":", 1)[1]): int(v) for k, v in inference_stats.items()
+            if k.startswith("batch_size:") and k.split(":", 1)[1].isdigit()}
 
 
 def drops(state: dict) -> dict[str, int]:
@@ -67,11 +79,12 @@ class Dashboard:
         self.run = run
         self.enabled = enabled
         self.refresh_s = refresh_s
-        self.console = Console(stderr=False)
+        self.console = Console(stderr=False, force_terminal=True if getattr(run, "force_terminal", False) else None)
         self._live: Live | None = None
         self._last_update = 0.0
-        self._prev: tuple[float, dict] | None = None
+        self._samples: deque[tuple[float, dict]] = deque()  # (monotonic, frames pushed per camera)
         self.fps: dict[str, float] = {}
+        self.fps_window_s = 0.0  # the window the fps figures are over (up to FPS_WINDOW_S)
 
     def __enter__(self) -> Dashboard:
         if self.enabled:
@@ -83,9 +96,9 @@ class Dashboard:
         if self._live is not None:
             self._live.__exit__(*exc)
 
-    def update(self) -> None:
+    def update(self, force: bool = False) -> None:
         now = time.monotonic()
-        if now - self._last_update < self.refresh_s:
+        if not force and now - self._last_update < self.refresh_s:
             return
         self._last_update = now
         state = collect(self.run)
@@ -94,12 +107,35 @@ class Dashboard:
                 self._live.update(f"[red]Redis unavailable: {state['error']}[/red]")
             return
         pushed = {k.split(":", 1)[1]: v for k, v in state["camera"].items() if k.startswith("frames_pushed:")}
-        if self._prev is not None:
-            dt = now - self._prev[0]
-            self.fps = {cam: (n - self._prev[1].get(cam, 0)) / dt for cam, n in pushed.items()} if dt > 0 else {}
-        self._prev = (now, pushed)
+        self.fps, self.fps_window_s = self.rate(now, pushed)
         if self._live is not None:
             self._live.update(self.render(state))
+
+    def rate(self, now: float, pushed: dict) -> tuple[dict[str, float], float]:
+        """Frames per second per camera over the last ``FPS_WINDOW_S`` (the oldest sample inside it)."""
+        self._samples.append((now, pushed))
+        while len(self._samples) > 2 and now - self._samples[1][0] >= FPS_WINDOW_S:
+            self._samples.popleft()
+        t0, first = self._samples[0]
+        dt = now - t0
+        if dt <= 0:
+            return {}, 0.0
+        return {cam: (int(n) - int(first.get(cam, 0))) / dt for cam, n in pushed.items()}, dt
+
+    def log_pane(self) -> Table:
+        """The last warnings and errors of every stage (all of them are in run.log)."""
+        pane = Table(title=f"log (warnings and errors; all in {self.run.run_dir / 'run.log'})", expand=True,
+                     show_header=False)
+        pane.add_column("time", no_wrap=True)
+        pane.add_column("level", no_wrap=True)
+        pane.add_column("stage", no_wrap=True)
+        pane.add_column("message", overflow="fold")
+        run_log = getattr(self.run, "run_log", None)
+        for at, level, stage, text in (run_log.pane.recent() if run_log is not None else []):
+            style = LEVEL_STYLE.get(level, "white")
+            pane.add_row(time.strftime("%H:%M:%S", time.localtime(at)), f"[{style}]{level}[/]", stage,
+                         escape(text))
+        return pane
 
     def render(self, state: dict) -> Group:
         run = self.run
@@ -107,12 +143,14 @@ class Dashboard:
         restarts = sum(run.supervisor.restart_counts.values()) if run.supervisor else 0
         head = (f"[bold]fbvision[/bold]  running {elapsed:5.0f} s   queue depth {state['queue_depth']}   "
                 f"restarts {restarts}   outbox pending {state['outbox_pending']}")
+        if run.stop_requested or getattr(run, "stop_status", ""):
+            head += f"\n[bold yellow]stopping:[/] {escape(getattr(run, 'stop_status', '') or 'finishing in-flight work')}"
 
         cams = Table(title="cameras", expand=False)
-        for col in ("camera", "state", "fps", "frames"):
+        for col in ("camera", "state", f"fps ({self.fps_window_s:.0f} s)", "frames"):
             cams.add_column(col)
         for cam_id, status in sorted(state["cameras"].items()):
-            st = status.get("state", "?")
+            st = str(status.get("state", "?"))
             cams.add_row(cam_id, f"[{STATE_STYLE.get(st, 'white')}]{st}[/]", f"{self.fps.get(cam_id, 0):.1f}",
                          str(state["camera"].get(f"frames_pushed:{cam_id}", 0)))
 
@@ -122,17 +160,32 @@ class Dashboard:
         pipe = Table(title="pipeline", expand=False)
         pipe.add_column("what")
         pipe.add_column("value")
-        pipe.add_row("frames in / out", f"{inf.get('frames_in', 0)} / {inf.get('frames_out', 0)}")
+        # Each stage adds to its counters in Redis every flush interval, so at any moment the downstream totals
+        # lag or lead the upstream ones by up to one flush: the difference and the queue say how they reconcile.
+        pushed_all = sum(int(v) for k, v in state["camera"].items() if k.startswith("frames_pushed:"))
+        frames_in, frames_out = int(inf.get("frames_in", 0)), int(inf.get("frames_out", 0))
+        judged = int(state["logic"].get("results", 0))
+        pipe.add_row("frames pushed (cameras)", str(pushed_all))
+        pipe.add_row("frames in / out (inference)", f"{frames_in} / {frames_out}")
         pipe.add_row("batch sizes", "  ".join(f"{b}:{100 * n / total:.0f}%" for b, n in sorted(mix.items())) or "-")
-        pipe.add_row("results judged", str(state["logic"].get("results", 0)))
+        pipe.add_row("results judged (logic)", f"{judged}  (out - judged: {frames_out - judged:+d}, "
+                     f"queued {state.get('result_backlog', '?')}; counters flush every ~1 s)")
         pipe.add_row("alerts delivered", str(state["delivery"].get("delivered", 0)))
         for reason, n in sorted(drops(state).items()):
             pipe.add_row(f"dropped {reason}", str(n))
+        # Each process's wall clock against the Redis clock (all cross-host ages are measured on the latter).
+        skews = [f"{name.split(':')[0]} {float(s['clock']['skew_ms']):+.0f}"
+                 for name, s in sorted(state["snapshots"].items())
+                 if isinstance(s, dict) and isinstance(s.get("clock"), dict) and s["clock"].get("synced")
+                 and isinstance(s["clock"].get("skew_ms"), (int, float))]
+        if skews:
+            pipe.add_row("clock skew (ms)", "  ".join(skews))
 
-        lat = Table(title="latency (ms)", expand=False)
+        lat = Table(title="latency (ms, last minute)", expand=False)
         for col in ("stage", "p50", "p95", "n"):
             lat.add_column(col)
-        for stage, s in latency_table(state["snapshots"]).items():
+        for stage, s in (latency_table(state["snapshots"], "latency_s_1m")
+                         or latency_table(state["snapshots"])).items():
             if "p50" in s:
                 lat.add_row(stage, f"{1000 * s['p50']:.1f}", f"{1000 * s['p95']:.1f}", str(int(s["count"])))
 
@@ -145,4 +198,4 @@ class Dashboard:
                            a.get("rule", ""), f"[{SEVERITY_STYLE.get(sev, 'white')}]{sev}[/]", a.get("state", ""))
         top = Table.grid(padding=(0, 2))
         top.add_row(cams, pipe, lat)
-        return Group(head, top, alerts)
+        return Group(head, top, alerts, self.log_pane())

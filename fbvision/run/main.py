@@ -5,8 +5,12 @@ model, the logic worker and an embedded alert backend, each stage in its own sup
 dashboard, and a run report (Markdown + JSON) at the end. With ``--config FILE`` it runs the cameras of
 that file (RTSP, files, devices) instead; ``REDIS_URL`` points it at a shared Redis.
 
-Ctrl-C once: stop the cameras, finish what is queued, deliver the alerts, write the report.
-Ctrl-C twice: stop now.
+Ctrl-C once: stop the cameras, finish what is queued, deliver the alerts, write the report (the dashboard
+shows each step). Ctrl-C twice: stop now.
+
+Every stage's log records go to ``<run dir>/run.log``; with the dashboard on, the last warnings and errors show
+in its log pane and nothing else is written to the terminal. When stdout is not a terminal the dashboard is off
+(one line says so; ``--dashboard`` forces it).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import time
 from pathlib import Path
 
 from fbvision.core.config import ConfigError, load_settings
+from fbvision.run.logs import StageName
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -27,6 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--run-dir", type=Path, default=None,
                         help="report/recording folder (default: runner.report_dir/<time>, runs/ in the current directory)")
     parser.add_argument("--no-dashboard", action="store_true", help="plain logs instead of the live dashboard")
+    parser.add_argument("--dashboard", action="store_true",
+                        help="the live dashboard even when stdout is not a terminal (e.g. piped into tee)")
     parser.add_argument("--no-record", action="store_true", help="do not write the per-result parquet recording")
     parser.add_argument("--preview", action="store_true",
                         help="at the end, an annotated MP4 per synthetic camera (previews/ in the run folder)")
@@ -49,17 +56,28 @@ def run(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 2
     level = getattr(logging, args.log_level)
-    dashboard = settings.runner.dashboard and not args.no_dashboard and sys.stdout.isatty()
-    # With the dashboard on, the stages' INFO chatter would scroll it away: warnings only.
-    stage_level = max(level, logging.WARNING) if dashboard else level
-    logging.basicConfig(level=stage_level, format="%(asctime)s %(levelname)-7s [runner] %(name)s: %(message)s")
+    wanted = (settings.runner.dashboard or getattr(args, "dashboard", False)) and not args.no_dashboard
+    forced = getattr(args, "dashboard", False) and not args.no_dashboard
+    dashboard = wanted and (sys.stdout.isatty() or forced)
+    if wanted and not dashboard:
+        print("dashboard off: stdout is not a terminal (plain logs follow; --dashboard forces it, "
+              "--no-dashboard silences this line)", file=sys.stderr, flush=True)
+    if dashboard:
+        # Nothing on the terminal but the dashboard (it would be painted over): records go to run.log and to the
+        # dashboard's log pane (fbvision.run.logs).
+        logging.getLogger().setLevel(level)
+    else:
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s [%(stage)s] %(name)s: %(message)s")
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(StageName("runner"))
     # A relative report_dir (runs/ by default) is taken from the current directory.
     run_dir = args.run_dir or Path(settings.runner.report_dir) / time.strftime("%Y%m%d-%H%M%S")
     if args.preview and args.no_record:
         print("--preview needs the recording: drop --no-record", file=sys.stderr)
         return 2
-    pipeline = PipelineRun(settings, run_dir, dashboard=dashboard, log_level=stage_level, record=not args.no_record,
+    pipeline = PipelineRun(settings, run_dir, dashboard=dashboard, log_level=level, record=not args.no_record,
                            preview=args.preview)
+    pipeline.force_terminal = forced
     pipeline.install_signal_handlers()
     outcome = pipeline.execute(args.duration)
     md = (outcome.run_dir / "report.md").read_text()

@@ -8,6 +8,11 @@ sends the server SIGTERM through ``PR_SET_PDEATHSIG``), so no run leaves a serve
 Also for tests of the deployment options: TLS (``EmbeddedRedis(tls=TlsFiles(...))`` serves TLS only, its
 ``url`` is ``rediss://`` with the CA in the query) and a three-master Redis Cluster on loopback
 (:class:`EmbeddedRedisCluster`, built with ``redis-cli --cluster create``).
+
+Authentication: by default every server gets a fresh random password (``secrets.token_urlsafe``), carried in
+``url`` (which the stages receive) and masked in logs by :func:`fbvision.core.redact.redact_url`. Loopback is
+not a trust boundary on a shared host: any local user could otherwise inject alerts or blind cameras.
+``password=""`` opts out (no ``requirepass``); a given password is used as is.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -48,6 +54,11 @@ def find_redis_server() -> str:
     if not path:
         raise RedisServerError(INSTALL_HINT)
     return path
+
+
+def generate_password() -> str:
+    """A random Redis password: 32 bytes of entropy, URL-safe (no quoting needed in ``redis://:pw@host``)."""
+    return secrets.token_urlsafe(32)
 
 
 def free_port() -> int:
@@ -96,7 +107,9 @@ def make_test_tls_files(directory: str | Path, hostname: str = "127.0.0.1", days
 
 
 class EmbeddedRedis:
-    """``with EmbeddedRedis() as r: r.url``. Restartable on the same port (for fault tests).
+    """``with EmbeddedRedis() as r: r.url``. Restartable on the same port (for fault tests), with the same password.
+
+    ``password``: None (the default) generates one; ``""`` runs without a password; anything else is used.
 
     With ``tls`` it listens on ``port`` with TLS only (no plaintext port) and ``url`` is a ``rediss://`` URL
     that names the CA to verify the server with."""
@@ -112,7 +125,7 @@ class EmbeddedRedis:
     ):
         self.binary = find_redis_server()
         self.port = port or free_port()
-        self.password = password
+        self.password = generate_password() if password is None else password
         self.maxmemory_mb = maxmemory_mb
         self.extra_args = extra_args or []
         self.tls = tls
@@ -140,6 +153,20 @@ class EmbeddedRedis:
             "--tls-auth-clients", "yes" if self.tls.client_auth else "no",
         ]
 
+    def _auth_config(self) -> list[str]:
+        """The password goes in a config file only we can read (the first argument, where redis-server expects
+        one), not on the command line, where ``ps`` shows it to every local user."""
+        if not self.password:
+            return []
+        conf = self.workdir / "auth.conf"
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            # redis.conf double-quoted string: backslash escapes, so any password survives the round trip
+            quoted = (self.password.replace("\\", "\\\\").replace('"', '\\"')
+                      .replace("\n", "\\n").replace("\r", "\\r"))
+            f.write(f'requirepass "{quoted}"\n')
+        return [str(conf)]
+
     def client(self, **kwargs) -> redis.Redis:
         """A plain redis-py client of this server (for readiness checks and tests)."""
         return redis.Redis.from_url(self.url, **kwargs)
@@ -149,6 +176,7 @@ class EmbeddedRedis:
             return self
         args = [
             self.binary,
+            *self._auth_config(),
             *self._port_args(),
             "--bind", "127.0.0.1",
             "--save", "",
@@ -160,8 +188,6 @@ class EmbeddedRedis:
             "--logfile", str(self.workdir / "redis.log"),
             *self.extra_args,
         ]
-        if self.password:
-            args += ["--requirepass", self.password]
         self.proc = subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=own_session_dying_with_parent
         )
@@ -261,9 +287,10 @@ class EmbeddedRedisCluster:
     def __init__(self, masters: int = 3, *, password: str | None = None, maxmemory_mb: int = 256):
         if masters < 3:
             raise ValueError("a Redis Cluster needs at least three masters")
-        self.password = password
+        # One password for all nodes: the client follows MOVED redirects with the first node's credentials.
+        self.password = generate_password() if password is None else password
         self.nodes = [
-            EmbeddedRedis(free_cluster_port(), password=password, maxmemory_mb=maxmemory_mb,
+            EmbeddedRedis(free_cluster_port(), password=self.password, maxmemory_mb=maxmemory_mb,
                           extra_args=["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                                       "--cluster-node-timeout", "5000"])
             for _ in range(masters)

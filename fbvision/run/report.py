@@ -22,17 +22,49 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+# The CPU features that decide how fast the model runs on a CPU (two "2-core EPYC" machines differ 5x by them).
+CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16",
+             "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16", "avx_vnni", "neon", "asimd", "sve")
+
+
+def _cpu_quota() -> float | None:
+    """CPUs the cgroup allows (``cpu.max``), None when unlimited or unknown."""
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        return None if quota == "max" else round(int(quota) / int(period), 2)
+    except (OSError, ValueError):
+        return None
+
+
 def machine() -> dict:
     cpu = platform.processor() or ""
+    flags: list[str] = []
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith("model name") and cpu == (platform.processor() or ""):
                 cpu = line.split(":", 1)[1].strip()
-                break
+            elif line.startswith(("flags", "Features")) and not flags:
+                have = set(line.split(":", 1)[1].split())
+                flags = [f for f in CPU_FLAGS if f in have]
     except OSError:
         pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = os.cpu_count()
     return {"host": platform.node(), "os": platform.platform(), "python": platform.python_version(),
-            "cpu": cpu, "cores": os.cpu_count()}
+            "cpu": cpu, "cores": os.cpu_count(), "cpu_flags": flags, "usable_cpus": usable,
+            "cpu_quota": _cpu_quota(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
+
+
+def onnxruntime_build() -> dict:
+    """The ONNX Runtime this host has: version, build device and the providers it offers."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return {"version": None, "device": None, "available_providers": []}
+    return {"version": ort.__version__, "device": ort.get_device(),
+            "available_providers": list(ort.get_available_providers())}
 
 
 def read_alerts(run: PipelineRun) -> list[dict]:
@@ -48,26 +80,69 @@ def read_alerts(run: PipelineRun) -> list[dict]:
     return run.backend_alerts()
 
 
+def camera_runs(settings, state: dict) -> dict[str, dict]:
+    """Per enabled camera: whether it ran (a frame of it was pushed), its last status, and - when it did not
+    run - why (the status detail: "video file not found", "no built-in scenario ...")."""
+    pushed = {}
+    for key, value in (state.get("camera") or {}).items():
+        if isinstance(key, str) and key.startswith("frames_pushed:"):
+            try:
+                pushed[key.split(":", 1)[1]] = int(value)
+            except (TypeError, ValueError):
+                continue
+    statuses = state.get("cameras") or {}
+    out: dict[str, dict] = {}
+    for cam in settings.cameras:
+        if not cam.enabled:
+            continue
+        status = statuses.get(cam.id) if isinstance(statuses, dict) else None
+        status = status if isinstance(status, dict) else {}
+        frames = pushed.get(cam.id, 0)
+        detail = redact_url(str(status["detail"])) if status.get("detail") else None
+        problem = redact_url(str(status["problem"])) if status.get("problem") else None
+        entry = {"source": redact_url(cam.source), "ran": frames > 0, "frames_pushed": frames,
+                 "state": status.get("state"), "detail": detail, "problem": problem,
+                 "failed": bool(status.get("failed"))}
+        if not entry["ran"]:
+            # The status at the end says "closed"; the problem is why it never opened.
+            entry["not_run_reason"] = problem or detail or "no frame pushed and no status from the camera manager"
+        out[cam.id] = entry
+    return out
+
+
 def ground_truth_section(run: PipelineRun, alerts: list[dict], ended_at: float, state: dict) -> dict | None:
+    """Alerts versus what the synthetic scenes say should happen. A camera that never ran (its source could
+    not be opened: a misspelt scene, a missing file) is "not run", not a miss of every alert it would have
+    had; an unknown scene never raises here."""
     from fbvision.camera.factory import load_scenario
     from fbvision.lab.groundtruth import expected_alerts, match_alerts, summarise
 
     settings = run.settings
+    runs = camera_runs(settings, state)
     expected, cams = [], []
+    not_run: dict[str, str] = {}
     for cam in settings.cameras:
         if not cam.enabled or not cam.source.startswith("synthetic:"):
             continue
-        scenario = load_scenario(cam.source.split(":", 1)[1])
+        if not runs.get(cam.id, {}).get("ran"):
+            not_run[cam.id] = runs.get(cam.id, {}).get("not_run_reason") or "not run"
+            continue
+        try:
+            scenario = load_scenario(cam.source.split(":", 1)[1].strip())
+        except Exception as exc:  # frames were pushed, so it loaded then; the file may have gone since
+            not_run[cam.id] = f"scene cannot be loaded for scoring: {exc}"
+            continue
         status = state.get("cameras", {}).get(cam.id, {})
         t0 = float(status.get("scene_t0") or run.started_at)
         rules = effective_rules(settings.logic, cam.logic)
         expected += expected_alerts(cam.id, scenario, rules, t0, ended_at, loop=cam.loop)
         cams.append(cam.id)
-    if not cams:
+    if not cams and not not_run:
         return None
     raised = [a for a in alerts if a.get("state") == "raised" and a.get("camera_id") in cams]
     matches = match_alerts(expected, raised, ended_at)
-    return {"cameras": cams, "summary": summarise(matches), "matches": [m.as_dict() for m in matches]}
+    return {"cameras": cams, "summary": summarise(matches), "matches": [m.as_dict() for m in matches],
+            "not_run": not_run}
 
 
 def build_report(run: PipelineRun, ended_at: float) -> dict:
@@ -86,7 +161,12 @@ def build_report(run: PipelineRun, ended_at: float) -> dict:
         "restarts": dict(run.supervisor.restart_counts) if run.supervisor else {},
         "redis": redact_url(run.redis_url or ""),
         "provider": snap_inf.get("provider"),
+        "onnxruntime": onnxruntime_build(),
+        "intra_op_threads": run.settings.model.intra_op_threads,
         "autotune": snap_inf.get("autotune"),
+        # What the worker runs with after auto-tune (the configured inference.max_batch when it was off).
+        "batch": {"chosen": snap_inf.get("max_batch"), "max_wait_ms": snap_inf.get("max_wait_ms"),
+                  "configured": run.settings.inference.max_batch, "autotune": run.settings.inference.autotune},
         "config": json.loads(redact_url(run.settings.model_dump_json())),
         "frames": {
             "pushed_per_camera": {k.split(":", 1)[1]: int(v) for k, v in state.get("camera", {}).items()
@@ -98,13 +178,34 @@ def build_report(run: PipelineRun, ended_at: float) -> dict:
         "batch_sizes": batch_mix(inf),
         "latency_ms": {stage: {k: (round(v * 1000, 2) if k != "count" else int(v)) for k, v in s.items()}
                        for stage, s in latency_table(state.get("snapshots", {})).items()},
+        "latency_ms_since_start": {stage: {k: (round(v * 1000, 2) if k != "count" else int(v)) for k, v in s.items()}
+                                   for stage, s in latency_table(state.get("snapshots", {}), "latency_s_all").items()},
+        # Each stage's last error record (message + traceback tail), from the run's log: why a stage crashed.
+        "stage_errors": json.loads(redact_url(json.dumps(run.run_log.pane.last_errors)))
+        if getattr(run, "run_log", None) else {},
+        "run_log": "run.log",
         "drops": drops(state),
         "alerts": [{k: a.get(k) for k in ("camera_id", "rule", "severity", "state", "track_id", "started_at",
                                            "updated_at", "resolved_at", "idempotency_key")} for a in alerts],
         "delivery": state.get("delivery", {}),
         "cameras": state.get("cameras", {}),
+        # Each process's wall clock against the reference clock (Redis TIME), as last measured.
+        "clock_skew_ms": {name: s["clock"].get("skew_ms") for name, s in sorted(state.get("snapshots", {}).items())
+                          if isinstance(s, dict) and isinstance(s.get("clock"), dict) and s["clock"].get("synced")
+                          and isinstance(s["clock"].get("skew_ms"), (int, float))},
     }
-    report["ground_truth"] = ground_truth_section(run, alerts, ended_at, state)
+    # The report is always written: a section that fails is reported as failed, never raised out of here.
+    try:
+        report["camera_runs"] = camera_runs(run.settings, state)
+    except Exception as exc:
+        logger.exception("run report: camera table failed")
+        report["camera_runs"] = {"error": f"{type(exc).__name__}: {exc}"}
+    try:
+        report["ground_truth"] = ground_truth_section(run, alerts, ended_at, state)
+    except Exception as exc:
+        logger.exception("run report: ground-truth scoring failed")
+        report["ground_truth"] = None
+        report["ground_truth_error"] = f"{type(exc).__name__}: {exc}"
     return report
 
 
@@ -116,6 +217,20 @@ def _secs(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f} s"
 
 
+def _camera_lines(runs: dict | None) -> list[str]:
+    """The "Cameras" section: one row per camera; one that never ran says "not run" and why."""
+    if not runs:
+        return []
+    if "error" in runs and not isinstance(runs["error"], dict):
+        return ["## Cameras", "", f"camera table failed: {runs['error']}", ""]
+    lines = ["## Cameras", "", "| camera | source | frames pushed | last state | note |", "|---|---|---|---|---|"]
+    for cam_id, c in sorted(runs.items()):
+        note = f"**not run**: {c.get('not_run_reason')}" if not c.get("ran") else (c.get("problem") or "")
+        lines.append(f"| {cam_id} | `{c.get('source')}` | {c.get('frames_pushed', 0)} | {c.get('state') or '-'} "
+                     f"| {str(note).replace('|', '/')} |")
+    return [*lines, ""]
+
+
 def render_markdown(r: dict) -> str:
     m = r["machine"]
     lines = [
@@ -123,8 +238,19 @@ def render_markdown(r: dict) -> str:
         "",
         f"- when: {_ts(r['started_at'])} → {_ts(r['ended_at'])} ({r['duration_s']} s), ended by: {r['exit_reason']}",
         f"- machine: {m['cpu']} × {m['cores']} cores, {m['os']}, Python {m['python']}",
+        f"- CPU flags: {' '.join(m.get('cpu_flags') or []) or '-'}; usable CPUs {m.get('usable_cpus')}, "
+        f"cgroup quota {m.get('cpu_quota') or 'none'}, OMP_NUM_THREADS {m.get('omp_num_threads') or 'unset'}, "
+        f"model.intra_op_threads {r.get('intra_op_threads', '-')} (0 = ONNX Runtime's default)",
         f"- model: `{r['config']['model']['path']}` on **{r['provider']}**; Redis {r['redis']}",
+        f"- ONNX Runtime {(r.get('onnxruntime') or {}).get('version')} ({(r.get('onnxruntime') or {}).get('device')} "
+        f"build), providers available: {', '.join((r.get('onnxruntime') or {}).get('available_providers') or []) or '-'}",
+        f"- batch size: **{(r.get('batch') or {}).get('chosen')}** (configured max {(r.get('batch') or {}).get('configured')}, "
+        f"auto-tune {'on: table below' if (r.get('batch') or {}).get('autotune') else 'off'}), "
+        f"max wait {(r.get('batch') or {}).get('max_wait_ms')} ms",
+        f"- log: `{r.get('run_log', 'run.log')}` (every stage's records)",
         f"- stage restarts: {r['restarts']}",
+        "- clock skew vs the Redis clock (ms, per process): "
+        + (", ".join(f"{k} {v:+.1f}" for k, v in sorted((r.get("clock_skew_ms") or {}).items())) or "-"),
         "",
         "## Frames",
         "",
@@ -134,6 +260,7 @@ def render_markdown(r: dict) -> str:
         "- batch sizes: " + (", ".join(f"{b}: {n}" for b, n in sorted(r["batch_sizes"].items())) or "-"),
         "- drops: " + (", ".join(f"{k}: {v}" for k, v in sorted(r["drops"].items())) or "none"),
         "",
+        *_camera_lines(r.get("camera_runs")),
         "## Latency (ms, last 4096 results)",
         "",
         "| stage | p50 | p95 | p99 | max | n |",
@@ -142,6 +269,18 @@ def render_markdown(r: dict) -> str:
     for stage, s in r["latency_ms"].items():
         if "p50" in s:
             lines.append(f"| {stage} | {s['p50']} | {s['p95']} | {s['p99']} | {s['max']} | {s['count']} |")
+    if r.get("latency_ms_since_start"):
+        lines += ["", "## Latency since start (ms, every result; percentiles to ~1 %, warm-up included)", "",
+                  "| stage | p50 | p95 | p99 | max | n |", "|---|---|---|---|---|---|"]
+        for stage, s in r["latency_ms_since_start"].items():
+            if "p50" in s:
+                lines.append(f"| {stage} | {s['p50']} | {s['p95']} | {s['p99']} | {s['max']} | {s['count']} |")
+    if r.get("stage_errors"):
+        lines += ["", "## Stage errors (the last error of each stage; all of them in run.log)", ""]
+        for stage, e in sorted(r["stage_errors"].items()):
+            lines.append(f"- **{stage}** at {_ts(e.get('at'))}: {e.get('level')} {e.get('logger')}: {e.get('message')}")
+            if e.get("traceback_tail"):
+                lines += ["", "  ```", *[f"  {t}" for t in e["traceback_tail"]], "  ```", ""]
     lines += ["", f"## Alerts ({len(r['alerts'])} events received by the backend)", "",
               "| time | camera | rule | severity | state | track |", "|---|---|---|---|---|---|"]
     for a in r["alerts"]:
@@ -159,15 +298,23 @@ def render_markdown(r: dict) -> str:
             tta = f"{mt['time_to_alert_s']:.1f}" if mt["time_to_alert_s"] is not None else "-"
             lines.append(f"| {mt['camera_id']} | {mt['rule']} | {_ts(mt['onset'])} | {_ts(mt['raised_at'])} | {tta} "
                          f"| {mt['outcome']} |")
+        for cam_id, why in sorted((gt.get("not_run") or {}).items()):
+            lines.append(f"| {cam_id} | - | - | - | - | not run: {why} |")
+    if r.get("ground_truth_error"):
+        lines += ["", f"Ground-truth scoring failed: {r['ground_truth_error']}"]
     if r.get("snapshots"):
-        lines += ["", "## Alert snapshots", ""] + [f"- `{p}`" for p in r["snapshots"]]
+        lines += ["", "## Alert snapshots", "",
+                  "Named `<camera>_<rule>_<track>_<state>_<severity>_frame<camera frame number>_<alert key>.jpg`.", ""]
+        lines += [f"- `{p}`" for p in r["snapshots"]]
     if r.get("previews"):
         lines += ["", "## Annotated previews", ""] + [f"- `{p}`" for p in r["previews"]]
     if r.get("autotune"):
-        lines += ["", "## Auto-tune (this machine)", "", "| batch | frames/s | ms/batch | vs batch 1 |", "|---|---|---|---|"]
+        chosen = (r.get("batch") or {}).get("chosen")
+        lines += ["", f"## Auto-tune (this machine): batch {chosen} chosen", "",
+                  "| batch | frames/s | ms/batch | vs batch 1 | chosen |", "|---|---|---|---|---|"]
         for row in r["autotune"]:
             lines.append(f"| {row.get('batch')} | {row.get('frames_per_s', 0):.1f} | {row.get('ms_per_batch', 0):.1f} "
-                         f"| {row.get('ratio_vs_1', 0):.2f} |")
+                         f"| {row.get('ratio_vs_1', 0):.2f} | {'**yes**' if row.get('batch') == chosen else ''} |")
     return "\n".join(lines) + "\n"
 
 

@@ -15,6 +15,7 @@ import requests
 from fbvision.core.config import Settings
 from fbvision.core.redact import redact_url
 from fbvision.core.transport import Transport, TransportUnavailable
+from fbvision.run.logs import RunLog
 from fbvision.run.redis_server import EmbeddedRedis, free_port
 from fbvision.run.stages import backend_stage, camera_stage, delivery_stage, inference_stage, logic_stage
 from fbvision.run.supervisor import CrashLoop, StageSpec, Supervisor
@@ -55,10 +56,15 @@ class PipelineRun:
         self.started_at = 0.0
         self._signals = 0
         self.exit_reason = "duration"
+        # run.log (always) and the dashboard's log pane, for the stages' records and the runner's.
+        self.run_log = RunLog(self.run_dir, log_level)
+        self.stop_status = ""  # what the warm stop is doing now (the dashboard shows it)
+        self.on_progress = None  # called after each stop step (the dashboard refreshes)
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
         self.started_at = time.time()
+        self.run_log.start()
         if not self.redis_url:
             self.redis = EmbeddedRedis().start()
             self.redis_url = self.redis.url
@@ -82,7 +88,8 @@ class PipelineRun:
         # frame already queued can still be inferred, judged and delivered), the backend last.
         self.stop_order = [spec.name for spec in pipeline + backend]
         self.supervisor = Supervisor(backend + pipeline, max_restarts=self.settings.runner.max_restarts,
-                                     window_s=self.settings.runner.restart_window_s, log_level=self.log_level)
+                                     window_s=self.settings.runner.restart_window_s, log_level=self.log_level,
+                                     log_queue=self.run_log.queue)
         self.supervisor.start()
         logger.info("pipeline started: redis %s, backend %s, run dir %s",
                     redact_url(self.redis_url), self.backend_url, self.run_dir)
@@ -95,6 +102,8 @@ class PipelineRun:
             if self._signals == 1:
                 self.exit_reason = f"signal {signal.Signals(signum).name}"
                 logger.warning("stopping: finishing in-flight work (press Ctrl-C again to stop at once)")
+                # No refresh from inside the signal handler (it may interrupt one): the loop's next step shows it.
+                self.stop_status = "stop requested: finishing in-flight work (Ctrl-C again: stop at once)"
             else:
                 logger.error("second signal: stopping now")
                 self.cold_stop()
@@ -113,9 +122,17 @@ class PipelineRun:
         for name in restarted:
             logger.error("stage %s crashed and was restarted", name)
 
+    def progress(self, text: str) -> None:
+        """One step of the stop: into the log, the dashboard's status line, and a dashboard refresh."""
+        self.stop_status = text
+        logger.info("stop: %s", text)
+        if self.on_progress is not None:
+            self.on_progress()
+
     def drain(self) -> None:
         """After the cameras stop: let queued frames, results and alerts flow out (bounded)."""
         deadline = time.monotonic() + self.drain_s
+        last = -1
         while time.monotonic() < deadline:
             try:
                 busy = (self.transport.frame_queue_depth() + self.transport.result_backlog()
@@ -124,6 +141,10 @@ class PipelineRun:
                 break
             if busy == 0:
                 return
+            if busy != last:
+                self.progress(f"draining: {busy} frames/results/alerts still queued "
+                              f"({deadline - time.monotonic():.0f} s left)")
+                last = busy
             time.sleep(0.25)
         logger.warning("drain timed out after %.0f s with work still queued", self.drain_s)
 
@@ -133,10 +154,13 @@ class PipelineRun:
             return
         camera = sup.running.get("camera")
         if camera is not None:
+            self.progress("stopping the cameras")
             camera.stop.set()
             camera.process.join(10)
+        self.progress("cameras stopped; draining the queues")
         self.drain()
-        sup.stop(timeout_s=20, order=self.stop_order)
+        sup.stop(timeout_s=20, order=self.stop_order, progress=self.progress)
+        self.progress("all stages stopped; writing the report")
 
     def cold_stop(self) -> None:
         if self.supervisor is not None:
@@ -150,6 +174,7 @@ class PipelineRun:
         if self.redis is not None:
             self.redis.cleanup()
             self.redis = None
+        self.run_log.stop()
 
     # -- reading the state -------------------------------------------------------------------------
     def backend_alerts(self) -> list[dict]:
@@ -168,6 +193,7 @@ class PipelineRun:
 
         self.start()
         dash = Dashboard(self, enabled=self.dashboard_enabled)
+        self.on_progress = lambda: dash.update(force=True)
         t_start = time.monotonic()
         try:
             with dash:

@@ -20,7 +20,9 @@ logger = logging.getLogger(__name__)
 
 def _setup(settings_json: str, redis_url: str, role: str) -> tuple[Settings, Transport]:
     settings = Settings.model_validate_json(settings_json)
-    transport = Transport.from_config(settings.redis, url=redis_url, client_name=f"fbv-{role}")
+    # alerts.outbox_maxlen caps every XADD to the outbox (the logic stage writes it, delivery trims it).
+    transport = Transport.from_config(settings.redis, url=redis_url, client_name=f"fbv-{role}",
+                                      outbox_maxlen=settings.alerts.outbox_maxlen)
     if settings.runner.prometheus_port:
         from fbvision.core import metrics
 

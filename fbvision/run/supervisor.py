@@ -19,6 +19,7 @@ import logging
 import multiprocessing as mp
 import os
 import signal
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fbvision.core.procutil import die_with_parent
+from fbvision.run.logs import setup_stage_logging
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +36,7 @@ class CrashLoop(RuntimeError):
     pass
 
 
-def _stage_main(name: str, target: Callable, args: tuple, stop, log_level: int) -> None:
+def _stage_main(name: str, target: Callable, args: tuple, stop, log_level: int, log_queue=None) -> None:
     """Entry of every stage process."""
     die_with_parent(signal.SIGKILL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -47,10 +49,14 @@ def _stage_main(name: str, target: Callable, args: tuple, stop, log_level: int) 
         stop.set()
 
     signal.signal(signal.SIGTERM, on_term)
-    logging.basicConfig(
-        level=log_level, format=f"%(asctime)s %(levelname)-7s [{name}] %(name)s: %(message)s", force=True
-    )
-    target(*args, stop)
+    setup_stage_logging(name, log_level, log_queue)
+    try:
+        target(*args, stop)
+    except Exception:
+        # Logged (with the traceback) into the run's log, where the report finds the stage's last error; exit 1
+        # without multiprocessing printing it again to stderr (which is captured line by line).
+        logging.getLogger(__name__).critical("stage %s crashed", name, exc_info=True)
+        sys.exit(1)
 
 
 @dataclass
@@ -73,8 +79,9 @@ class _Running:
 
 class Supervisor:
     def __init__(self, specs: list[StageSpec], *, max_restarts: int = 5, window_s: float = 60.0,
-                 log_level: int = logging.INFO, context: str = "spawn"):
+                 log_level: int = logging.INFO, context: str = "spawn", log_queue=None):
         self.specs = specs
+        self.log_queue = log_queue  # the run's log queue (fbvision.run.logs.RunLog); None: stages log to stderr
         self.max_restarts = max_restarts
         self.window_s = window_s
         self.log_level = log_level
@@ -86,7 +93,7 @@ class Supervisor:
     def _spawn(self, spec: StageSpec, restarts: deque | None = None) -> _Running:
         stop = self.ctx.Event()
         proc = self.ctx.Process(
-            target=_stage_main, args=(spec.name, spec.target, spec.args, stop, self.log_level),
+            target=_stage_main, args=(spec.name, spec.target, spec.args, stop, self.log_level, self.log_queue),
             name=f"fbv-{spec.name}", daemon=False,
         )
         proc.start()
@@ -125,8 +132,10 @@ class Supervisor:
     def pids(self) -> dict[str, int]:
         return {n: r.process.pid for n, r in self.running.items() if r.process.pid}
 
-    def stop(self, *, timeout_s: float = 15.0, order: list[str] | None = None) -> None:
-        """Warm stop: set each stage's stop event (in ``order``, waiting for each), then kill stragglers."""
+    def stop(self, *, timeout_s: float = 15.0, order: list[str] | None = None,
+             progress: Callable[[str], None] | None = None) -> None:
+        """Warm stop: set each stage's stop event (in ``order``, waiting for each), then kill stragglers.
+        ``progress(text)`` hears each step (the dashboard shows it)."""
         self.stopping = True
         names = order or list(self.running)
         names += [n for n in self.running if n not in names]
@@ -135,8 +144,12 @@ class Supervisor:
             run = self.running.get(name)
             if run is None:
                 continue
+            if progress is not None:
+                progress(f"stopping {name}")
             run.stop.set()
             run.process.join(max(0.1, deadline - time.monotonic()))
+            if progress is not None:
+                progress(f"{name} stopped" if not run.process.is_alive() else f"{name} did not stop in time")
         self.kill()
 
     def kill(self) -> None:

@@ -62,6 +62,22 @@ def logged_stage(log_path: str, stage: str, *args) -> None:
     target(*args)
 
 
+def skewed_stage(skew_s: float, log_path: str, stage: str, *args) -> None:
+    """Supervisor target: :func:`logged_stage` on a host whose wall clock is ``skew_s`` off (issue 13).
+
+    The injection point is the process's own ``time.time``/``time.time_ns``, shifted before the stage starts:
+    everything in the stage that reads the wall clock (frame sources' capture stamps, status times, log
+    records) sees the skewed host clock, as on a badly synchronised camera host; the monotonic clock and the
+    Redis server's ``TIME`` (the reference clock) are untouched. fbvision only ever calls ``time.time()``
+    through the module, so nothing keeps the real one."""
+    real_time, real_time_ns = time.time, time.time_ns
+    shift_ns = int(skew_s * 1e9)
+    time.time = lambda: real_time() + skew_s
+    time.time_ns = lambda: real_time_ns() + shift_ns
+    logging.getLogger("fbv.fault").warning("stage %s runs with its wall clock %+.1f s off", stage, skew_s)
+    logged_stage(log_path, stage, *args)
+
+
 # -- settings --------------------------------------------------------------------------------------------------
 
 def model_path() -> Path:
@@ -170,7 +186,7 @@ class FaultPipeline:
     def __init__(self, settings: Settings, run_dir: Path, *, inference_workers: int = 1, logic_workers: int = 1,
                  camera_groups: list[list[str]] | None = None, redis_url: str | None = None,
                  persistent: bool = True, password: str | None = REDIS_PASSWORD, record: bool = True,
-                 max_restarts: int = 5):
+                 max_restarts: int = 5, skews: dict[str, float] | None = None):
         self.settings = settings
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -182,6 +198,7 @@ class FaultPipeline:
         self.password = password
         self.record = record
         self.max_restarts = max_restarts
+        self.skews = dict(skews or {})  # stage name -> seconds its wall clock is off (skewed_stage)
         self.redis: EmbeddedRedis | None = None
         self.redis_url = redis_url or ""
         self.transport: Transport | None = None
@@ -227,7 +244,8 @@ class FaultPipeline:
                                    (str(self.stage_log(f"logic-{i}")), "logic", cfg, self.redis_url, f"logic-{i}", rec)))
         specs.append(StageSpec("delivery", logged_stage,
                                (str(self.stage_log("delivery")), "delivery", cfg, self.redis_url, self.backend.url)))
-        return specs
+        return [StageSpec(s.name, skewed_stage, (self.skews[s.name], *s.args)) if s.name in self.skews else s
+                for s in specs]
 
     def start(self) -> FaultPipeline:
         from fbvision.alerts.backend import EmbeddedBackend

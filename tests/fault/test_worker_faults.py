@@ -3,8 +3,8 @@
 * inference worker 1 killed while ONNX Runtime is running a batch: the supervisor restarts it, and worker 2
   carries on meanwhile (frames keep being inferred);
 * logic worker 1 killed while a horse_down and a too_fast episode are open: the supervisor restarts it (same
-  worker id: it takes its own leases back and first re-reads what it had read but not acknowledged) and no
-  alert is lost or doubled.
+  worker id, new process: a new lease owner, which takes the partitions once the old leases expire and first
+  takes over and re-reads what the old process had read but not acknowledged) and no alert is lost or doubled.
 """
 
 from __future__ import annotations

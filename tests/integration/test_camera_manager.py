@@ -165,9 +165,38 @@ def test_two_managers_feed_one_queue(redis_url):
         t.close()
 
 
-def test_bad_source_spec_fails_at_construction(transport):
-    with pytest.raises(ValueError, match="not found"):
-        CameraManager([CameraConfig(id="c", source="/no/such/video.mp4")], transport, INPUT)
+def test_a_bad_source_spec_is_one_offline_camera_not_a_crash(transport):
+    """Issue 13: a missing file or a misspelt scene used to raise here and crash-loop the manager, stopping
+    every other camera. Now that camera is offline with the reason (published), and the others stream."""
+    from fbvision.camera.factory import open_source
+
+    def factory(camera, producer, **kwargs):
+        return pattern_factory(camera, producer, **kwargs) if camera.source == "x" else open_source(
+            camera, producer, **kwargs)
+
+    def boom(camera, producer, **kwargs):  # a factory that raises is contained all the same
+        if camera.id == "boom":
+            raise ValueError("no such thing")
+        return factory(camera, producer, **kwargs)
+
+    cameras = [CameraConfig(id="good", source="x", fps=10), CameraConfig(id="c", source="/no/such/video.mp4"),
+               CameraConfig(id="typo", source="synthetic:normal_walkk"), CameraConfig(id="boom", source="y")]
+    manager = CameraManager(cameras, transport, INPUT, CameraManagerConfig(status_interval_s=0.5),
+                            source_factory=boom)
+    stop, thread = start(manager)
+    try:
+        wait_for(lambda: transport.frame_queue_depth() >= 3, 10)
+        wait_for(lambda: {"c", "typo", "boom"} <= set(transport.camera_statuses()), 10, what="bad cameras' status")
+        statuses = transport.camera_statuses()
+        assert thread.is_alive()
+    finally:
+        finish(stop, thread)
+    assert statuses["good"]["state"] == "online"
+    assert statuses["c"]["state"] == "offline" and "not found" in statuses["c"]["detail"]
+    assert statuses["typo"]["state"] == "offline" and "no built-in scenario" in statuses["typo"]["detail"]
+    assert statuses["typo"]["failed"] is True and statuses["c"]["failed"] is False
+    assert statuses["boom"]["state"] == "offline" and "no such thing" in statuses["boom"]["detail"]
+    assert {f.camera_id for f in drain(transport)} == {"good"}
 
 
 def test_stop_is_prompt_and_disabled_cameras_are_not_opened(transport):

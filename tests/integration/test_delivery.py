@@ -105,18 +105,21 @@ def test_transient_http_errors_are_retried_and_nothing_is_dead_lettered(transpor
 def test_poison_alerts_are_dead_lettered_and_do_not_block_the_queue(transport, backend):
     good = alerts_for("cam1", 4)
     invalid_event = json.loads(good[0].to_json())
-    invalid_event.update(idempotency_key="k-invalid", severity="apocalyptic")  # the backend answers 400
+    invalid_event.update(idempotency_key="k-invalid", severity="apocalyptic")  # fails the schema: never POSTed
+    refused = alerts_for("cam9", 1)[0]  # valid here, but the backend answers 400 to it
     transport.add_alerts([good[0].to_json().encode()])
     transport.add_alerts([b"{this is not json"])  # cannot even be keyed: dead-lettered without a POST
     transport.add_alerts([json.dumps(invalid_event).encode()])
+    to_outbox(transport, [refused])
     to_outbox(transport, good[1:])
+    backend.fail_with(400, key=refused.idempotency_key)
     delivery = AlertDelivery(transport, FAST, "d", backend_url=backend.url)
     with Running(delivery):
         assert wait_until(lambda: len(backend.alerts()) == 4 and transport.outbox_pending() == 0, 10)
     assert keys_in_order(backend) == [a.idempotency_key for a in good]
-    assert delivery.counters.get("failed_permanent") == 2
+    assert delivery.counters.get("failed_permanent") == 3
     reasons = sorted(d["reason"] for d in transport.dead_letters())
-    assert reasons == ["http_400", "unparseable"]
+    assert reasons == ["http_400", "invalid_event", "unparseable"]
     assert all(d["queue"] == "alerts:outbox" for d in transport.dead_letters())
 
 

@@ -82,3 +82,70 @@ def test_run_report_masks_secrets(tmp_path):
     text = json.dumps(report, default=str) + render_markdown(report)
     assert RTSP_PW not in text and REDIS_PW not in text
     assert "rtsp://***@127.0.0.1:1/stream" in text
+
+
+# -- redact_url, table-driven: every form of secret the issue found leaking, and text that must stay as it is --------
+
+MASKED = [
+    # (text, what must be gone, what the result must be)
+    ("rtsp://admin:p@ssw0rd@10.0.0.5:554/live", "p@ssw0rd", "rtsp://***@10.0.0.5:554/live"),
+    ("rtsp://admin:a/b/c@10.0.0.5/live", "a/b/c", "rtsp://***@10.0.0.5/live"),
+    ("rtsp://admin:with space@10.0.0.5/live", "with space", "rtsp://***@10.0.0.5/live"),
+    ("rtsp://admin:p@ss/w rd:x@10.0.0.5/live", "p@ss/w rd:x", "rtsp://***@10.0.0.5/live"),
+    ("redis://:s3cr@t/pw@127.0.0.1:6379/0", "s3cr@t/pw", "redis://***@127.0.0.1:6379/0"),
+    ("rediss://default:a b@c@redis.internal:6380", "a b@c", "rediss://***@redis.internal:6380"),
+    ("rtsp://onlytoken@cam/stream", "onlytoken", "rtsp://***@cam/stream"),
+    ("http://h/x?api_key=K1&y=2", "K1", "http://h/x?api_key=***&y=2"),
+    ("http://h/x?access_token=K2", "K2", "http://h/x?access_token=***"),
+    ("http://h/x?apikey=K3&refresh_token=K4", "K3", "http://h/x?apikey=***&refresh_token=***"),
+    ("http://h/x?client_secret=K5", "K5", "http://h/x?client_secret=***"),
+    ("https://b.s3/x?X-Amz-Signature=K6&X-Amz-Date=1", "K6", "https://b.s3/x?X-Amz-Signature=***&X-Amz-Date=1"),
+    ("http://h/x?password=K7&pwd=K8", "K7", "http://h/x?password=***&pwd=***"),
+    ("connect failed: --api_key=K9 given", "K9", "connect failed: --api_key=*** given"),
+    ("Authorization: Bearer eyJhbGciOi.K10", "K10", "Authorization: Bearer ***"),
+    ("Authorization: Basic dXNlcjpLMTE=", "dXNlcjpLMTE=", "Authorization: Basic ***"),
+    ('{"backend_token": "K12", "password": "K13"}', "K12", '{"backend_token": "***", "password": "***"}'),
+    ("{'api_key': 'K14'}", "K14", "{'api_key': '***'}"),
+    # two URLs on one line: each masked, the text between them kept
+    ("rtsp://u:p@1@h1/a -> rtsp://v:q/2@h2/b", "p@1", "rtsp://***@h1/a -> rtsp://***@h2/b"),
+    # inside a JSON document the mask stops at the quote: the JSON stays JSON
+    ('{"a":"redis://:x@y@h:1/0","b":"rtsp://u:z z@h2/s"}', "x@y", '{"a":"redis://***@h:1/0","b":"rtsp://***@h2/s"}'),
+]
+
+UNCHANGED = [
+    "no secrets here",
+    "rtsp://10.0.0.5:554/stream connected",
+    "http://host:8088/alerts?camera=cam1&since=4&limit=10",
+    '{"idempotency_key": "0123abcd", "episode_key": "ffee"}',
+    "idempotency_key=0123abcd monkey=banana keyframe_interval=10",
+    "basic checks passed",
+    "file:///var/lib/fbv/stall.mp4",
+]
+
+
+@pytest.mark.parametrize("text, secret, expected", MASKED)
+def test_redact_masks_every_form(text, secret, expected):
+    from fbvision.core.redact import redact_url
+
+    out = redact_url(text)
+    assert out == expected
+    assert secret not in out
+
+
+@pytest.mark.parametrize("text", UNCHANGED)
+def test_redact_leaves_ordinary_text_alone(text):
+    from fbvision.core.redact import redact_url
+
+    assert redact_url(text) == text
+
+
+def test_redacted_config_dump_is_still_json_without_the_token():
+    from fbvision.core.config import Settings
+    from fbvision.core.redact import redact_url
+
+    token = "backend-token-abcdef0123456789"
+    settings = Settings(alerts={"backend_token": token}, redis={"url": "redis://:p@ss word/x@127.0.0.1:6379/0"})
+    text = redact_url(settings.model_dump_json())
+    tree = json.loads(text)
+    assert tree["alerts"]["backend_token"] == "***" and tree["redis"]["url"] == "redis://***@127.0.0.1:6379/0"
+    assert token not in text and "ss word" not in text

@@ -66,7 +66,9 @@ def test_different_states_of_one_episode_are_separate_alerts(backend):
     "body, content_type, key, status",
     [
         (b"{not json", "application/json", None, 400),
-        (json.dumps({"camera_id": "x"}).encode(), "application/json", None, 400),  # not an AlertEvent
+        (json.dumps({"camera_id": "x"}).encode(), "application/json", None, 422),  # JSON, but not an AlertEvent
+        (json.dumps([1, 2]).encode(), "application/json", None, 422),
+        (b"", "application/json", None, 400),  # empty body: not JSON
         (b"\xff\xfe", "application/json", None, 400),
         ("ALERT", "text/plain", None, 415),
         (None, "application/json", "wrong-key", 400),  # header and body disagree

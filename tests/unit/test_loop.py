@@ -190,3 +190,21 @@ def test_no_idle_wait_when_the_step_blocks_by_itself():
 def test_unknown_error_policy_is_refused():
     with pytest.raises(ValueError, match="on_error"):
         StageLoop("x", lambda stop: None, on_error="ignore")  # type: ignore[arg-type]
+
+
+def test_error_reply_outages_back_off_like_lost_connections_and_are_counted_per_reason():
+    """Issue 13: OOM / READONLY / MISCONF / NOGROUP come as TransportUnavailable with a reason (the transport
+    classifies the reply); the loop backs off exactly as for a lost connection and counts each reason apart."""
+    t = FakeTime()
+    counters = Counters()
+    refused = [TransportUnavailable("OOM", "oom"), TransportUnavailable("OOM", "oom"),
+               TransportUnavailable("READONLY", "readonly"), TransportUnavailable("MISCONF", "misconf"),
+               TransportUnavailable("NOGROUP", "nogroup"), down()]
+    script = Script(t, [*refused, True])
+    make_loop(t, script, counters=counters).run(threading.Event())
+    assert script.calls == 7  # nothing escaped the loop
+    assert counters.get("redis_unavailable") == 6
+    assert {r: counters.get(f"redis_unavailable:{r}") for r in ("oom", "readonly", "misconf", "nogroup",
+                                                                  "unreachable")} == {
+        "oom": 2, "readonly": 1, "misconf": 1, "nogroup": 1, "unreachable": 1}
+    assert len(t.waits) == 6 and t.waits[3] > t.waits[0]  # one growing back-off across the reasons

@@ -331,15 +331,44 @@ def test_source_kind(spec, kind):
     assert source_kind(spec) == kind
 
 
-@pytest.mark.parametrize("spec,message", [
-    ("synthetic:no_such_scene", "no built-in scenario"),
-    ("synthetic:/nope/scene.yaml", "not found"),
-    ("device:abc", "device:<index>"),
-    ("/nope/video.mp4", "not found"),
+@pytest.mark.parametrize("spec,message,may_appear", [
+    ("synthetic:no_such_scene", "no built-in scenario", False),
+    ("synthetic:/nope/scene.yaml", "not found", True),
+    ("device:abc", "device:<index>", False),
+    ("/nope/video.mp4", "not found", True),
 ])
-def test_bad_specs_fail_at_start(spec, message):
-    with pytest.raises(ValueError, match=message):
-        open_source(CameraConfig(id="c", source=spec))
+def test_bad_specs_make_that_camera_offline_with_the_reason(spec, message, may_appear):
+    """One bad camera is one offline camera (issue 13): no exception at start, which used to crash-loop the
+    camera manager and stop every other camera; the first open reports why, at once, without a grace period."""
+    statuses: list[dict] = []
+    clock = FakeClock()
+    source = open_source(CameraConfig(id="c", source=spec), status_sink=lambda cam, s: statuses.append(s),
+                         clock=clock, wall=clock.wall, sleep=clock.sleep)
+    assert source.read() is None
+    assert source.state is SourceState.OFFLINE
+    assert message in source.detail
+    assert statuses[-1]["state"] == "offline" and message in statuses[-1]["detail"]
+    assert statuses[-1]["failed"] is (not may_appear)  # a file may appear; a misspelt name will not
+    retry_in = source._retry_at - clock()
+    assert (retry_in <= 1.0) if may_appear else (retry_in >= 59.0)  # retried with back-off, or rarely
+    for _ in range(20):  # it stays offline (no crash, no flapping state) while nothing changes
+        assert source.read() is None
+    assert source.state is SourceState.OFFLINE
+
+
+def test_a_video_file_that_appears_later_is_picked_up(small_video, tmp_path):
+    path = tmp_path / "later.avi"
+    camera = CameraConfig(id="late", source=str(path), fps=10, loop=True)
+    source = open_source(camera, CameraManagerConfig(reconnect_initial_s=0.05, reconnect_max_s=0.2))
+    assert source.read() is None and source.state is SourceState.OFFLINE
+    assert "not found" in source.detail
+    path.write_bytes(small_video.read_bytes())
+    got, deadline = None, time.monotonic() + 5
+    while got is None and time.monotonic() < deadline:
+        got = source.read()
+    source.close()
+    assert got is not None and got[0].shape == (48, 64, 3)
+    assert source.status()["failed"] is False
 
 
 def test_unreachable_rtsp_camera_never_logs_its_password(caplog):
