@@ -64,6 +64,9 @@ class MemoryTransport:
     def put_snapshot(self, name: str, snapshot: dict) -> None:
         pass
 
+    def server_time(self) -> float:
+        return time.time()  # in memory, the reference clock is this process's own
+
 
 def restamp(frames) -> list[bytes]:
     """Fresh capture/push times (the batcher drops frames older than max_age_ms); same JPEGs."""

@@ -123,6 +123,8 @@ class LogicWorker:
         self.heartbeat_s = heartbeat_s
         self.worker_ttl_s = worker_ttl_s if worker_ttl_s is not None else max(3 * heartbeat_s, lease_ttl_s)
         self.read_count = read_count
+        self.drain_s = 2.0  # warm stop: judge what is already there for up to this long
+        self._last_read = 0
         self.tick_interval_s = tick_interval_s
         self.report_interval_s = report_interval_s
         self.partitions = transport.result_partitions
@@ -181,7 +183,7 @@ class LogicWorker:
         return StageLoop(
             f"logic worker {self.worker_id}", self.step, counters=self.counters, outage_counter="redis_unavailable",
             backoff=Backoff(0.1, 5.0, random.Random()), on_outage=self._after_outage, on_error="raise",
-            shutdown=self._shutdown,
+            drain=self._drain, shutdown=self._shutdown,
         )
 
     def step(self, stop: threading.Event | None = None) -> int:
@@ -218,11 +220,16 @@ class LogicWorker:
             else:
                 time.sleep(block_s)
             return 0
+        return self._read_new(owned, block_s)
+
+    def _read_new(self, owned: list[int], block_s: float) -> int:
+        """Read and judge the new results of the ``owned`` partitions (blocking up to ``block_s``)."""
         entries, lost = self.transport.read_results_fenced(
             {p: self._tokens[p] for p in owned}, self.instance, count=self.read_count, block_s=block_s
         )
         for p in sorted(lost):
             self._lost(p, "found at a read")
+        self._last_read = len(entries)
         by_partition: dict[int, list[StreamEntry]] = {}
         for entry in entries:
             by_partition.setdefault(entry.stream_index, []).append(entry)
@@ -230,6 +237,18 @@ class LogicWorker:
         # cameras (a tick would take the backlog for a camera without frames).
         self._backlogged = {p for p, batch in by_partition.items() if len(batch) >= self.read_count}
         return sum(self._process_batch(p, batch) for p, batch in sorted(by_partition.items()))
+
+    def _drain(self) -> None:
+        """Warm stop: judge what is already in the held partitions (no waiting), for up to ``drain_s``.
+
+        The inference stage stops first and publishes its last batch on its way out; without this the logic
+        would leave those results for the next owner (they are not lost, but a stopped run would end with them
+        unjudged)."""
+        deadline = time.monotonic() + self.drain_s
+        while self.held and time.monotonic() < deadline:
+            self._read_new(sorted(self.held), 0.0)
+            if self._last_read == 0:
+                return
 
     # -- leases ------------------------------------------------------------------------------------
     def rebalance(self) -> None:
