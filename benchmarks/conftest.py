@@ -16,7 +16,18 @@ import pytest
 
 from benchmarks import common
 
-logging.getLogger("fbvision").setLevel(logging.WARNING)
+
+
+@pytest.fixture(autouse=True)
+def _quiet_fbvision_logs():
+    """The benchmarks' own output stays readable: fbvision logs WARNING and up while a benchmark runs. A fixture,
+    not an import-time setLevel: conftest files of every folder are imported at collection, so a module-level
+    setting would silence INFO for the tests/ suites of the same session as well."""
+    log = logging.getLogger("fbvision")
+    saved = log.level
+    log.setLevel(logging.WARNING)
+    yield
+    log.setLevel(saved)
 
 #: Model keys the suites are parametrised over. "demo" is the trained horse model when it is committed.
 MODEL_KEYS = ("yolo11n", "demo")
