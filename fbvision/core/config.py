@@ -14,6 +14,7 @@ start with :class:`ConfigError`, whose message names each bad field, what was gi
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,7 +24,7 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from fbvision.core.logic_config import CameraLogicOverrides, LogicConfig
+from fbvision.core.logic_config import RULE_NAMES, CameraLogicOverrides, LogicConfig, effective_rules
 from fbvision.core.redact import redact_url
 
 # The source checkout this module sits in (meaningful only when running from one; an installed package has none).
@@ -225,6 +226,27 @@ class Settings(Strict):
             seen.add(cam.id)
         return self
 
+    @model_validator(mode="after")
+    def _smoothing_fits_the_frame_rate(self) -> Settings:
+        """A vote or median whose window cannot hold ``min_frames`` at a camera's fps would never decide."""
+        for cam in self.cameras:
+            if not cam.enabled:
+                continue
+            rules = effective_rules(self.logic, cam.logic)
+            for name in RULE_NAMES:
+                rule = getattr(rules, name)
+                s = rule.smoothing
+                if not rule.enabled or s.kind.value not in ("vote", "median"):
+                    continue
+                holds = math.ceil(s.window_s * cam.fps - 1e-6)  # frames in the last window_s seconds
+                if holds < s.min_frames:
+                    raise ValueError(
+                        f"camera {cam.id!r} at {cam.fps:g} fps: rules.{name}.smoothing window_s {s.window_s:g} holds "
+                        f"{holds} frame(s), fewer than its min_frames {s.min_frames}, so it would never decide: "
+                        f"widen window_s (to at least {s.min_frames / cam.fps:g}) or lower min_frames (in logic.rules "
+                        f"or in the camera's logic.rules override)")
+        return self
+
 
 class ConfigError(ValueError):
     """An invalid configuration; the message names every bad field."""
@@ -275,9 +297,12 @@ def format_validation_error(exc: ValidationError, source: str, *, env: Origins |
     environment variables; ``lines``: paths to ``file:line``), and for an unknown key the closest allowed one."""
     out = [f"invalid configuration ({source}):"]
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+        path = tuple(err["loc"])
         given = err.get("input")
         msg = err["msg"]
+        if err["type"] == "frame_count_window":  # an old frame-count smoothing key: point at the key itself
+            path, given = (*path, err["ctx"]["key"]), err["ctx"]["value"]
+        loc = ".".join(str(p) for p in path) or "<root>"
         if err["type"] == "extra_forbidden":
             allowed = _allowed_keys(Settings, err["loc"])
             close = difflib.get_close_matches(str(err["loc"][-1]), allowed or [], n=1, cutoff=0.6)
@@ -286,7 +311,7 @@ def format_validation_error(exc: ValidationError, source: str, *, env: Origins |
         shown = redact_url(given) if isinstance(given, str) else given
         if isinstance(shown, (dict, list)):
             shown = type(shown).__name__
-        where = _origin(tuple(err["loc"]), env, lines)
+        where = _origin(path, env, lines)
         out.append(f"  {loc}: {msg} (given: {shown!r})" + (f" [from {where}]" if where else ""))
     return "\n".join(out)
 

@@ -12,6 +12,7 @@ from enum import Enum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from fbvision.core.events import Severity, escalation_ladder
 
@@ -31,21 +32,71 @@ class SmoothingKind(str, Enum):
     median = "median"
 
 
+#: Frame-count keys of the smoothing config before windows were in seconds: refused with how to convert.
+FRAME_COUNT_KEYS = ("vote_n", "vote_k", "median_n")
+_NOMINAL_FPS = 5.0  # the conversion example's frame rate (the demo cameras')
+
+
+def frame_count_message(data: dict[str, Any], key: str) -> str:
+    """How to convert an old frame-count smoothing key to the seconds-based fields."""
+
+    def number(name: str) -> int | None:
+        value = data.get(name)
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+    n, k, median_n = number("vote_n"), number("vote_k"), number("median_n")
+    fps = _NOMINAL_FPS
+    head = f"{key}={data.get(key)!r} counts frames; windows are seconds now"
+    if key == "median_n":
+        frames = median_n or 5
+        return (f"{head}: use window_s = median_n / fps (the camera's frame rate), e.g. {frames} frames at {fps:g} fps "
+                f"= window_s: {round(frames / fps, 3)!r}")
+    frames = n or 25
+    share = f"{k} of {n} = fraction: {round(k / n, 3)!r}" if n and k and k <= n else "15 of 25 = fraction: 0.6"
+    return (f"{head}: use window_s = vote_n / fps (the camera's frame rate), e.g. {frames} frames at {fps:g} fps "
+            f"= window_s: {round(frames / fps, 3)!r}; fraction = vote_k / vote_n, e.g. {share}; and min_frames: "
+            f"the fewest frames seen in the window to decide (e.g. 3)")
+
+
 class SmoothingConfig(_Strict):
-    """Which filter smooths a rule's raw per-frame score before the episode logic sees it."""
+    """Which filter smooths a rule's raw per-frame score before the episode logic sees it.
 
-    kind: SmoothingKind = Field(default=SmoothingKind.vote, description="none, vote (k-of-n), ema or median.")
-    vote_k: int = Field(default=3, ge=1, le=1000, description="vote: frames that must agree (k of n).")
-    vote_n: int = Field(default=5, ge=1, le=1000, description="vote: window length in frames (n).")
+    Every window is in seconds of capture time, so one setting means the same at any frame rate. Gap policy
+    (see ``fbvision.logic.smoothing``): time without frames is unknown, neither for nor against; the vote and
+    the median run over the frames observed in the last ``window_s`` seconds, and while the window holds fewer
+    than ``min_frames`` of them the filter does not decide (its last output stands).
+    """
+
+    kind: SmoothingKind = Field(
+        default=SmoothingKind.vote,
+        description="none, vote (a share of the window's frames), ema or median (over the window).",
+    )
+    window_s: float = Field(
+        default=1.0, gt=0, le=3600,
+        description="vote, median: the window in seconds (the frames captured in the last window_s seconds).",
+    )
+    fraction: float = Field(
+        default=0.6, gt=0, le=1,
+        description="vote: on when at least this share of the frames observed in the window hold the condition.",
+    )
+    min_frames: int = Field(
+        default=1, ge=1, le=10_000,
+        description="vote, median: fewest observed frames in the window to decide; with fewer (a gap, a low "
+                    "frame rate) the last output stands. Must fit in window_s at the cameras' fps.",
+    )
     ema_half_life_s: float = Field(default=2.0, gt=0, le=3600, description="ema: half-life in seconds.")
-    median_n: int = Field(default=5, ge=1, le=1000, description="median: window length in frames.")
 
-    @model_validator(mode="after")
-    def _k_le_n(self) -> SmoothingConfig:
-        if self.vote_k > self.vote_n:
-            raise ValueError(f"vote_k ({self.vote_k}) must be <= vote_n ({self.vote_n})")
-        return self
-
+    @model_validator(mode="before")
+    @classmethod
+    def _no_frame_counts(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key in FRAME_COUNT_KEYS:
+                if key in data:
+                    raise PydanticCustomError(
+                        "frame_count_window", "{message}",
+                        {"message": frame_count_message(data, key), "key": key, "value": data[key]},
+                    )
+        return data
 
 
 class EscalationStep(_Strict):
@@ -93,8 +144,8 @@ class HorseDownRule(RuleConfig):
     """Lying posture sustained: normal rest is minutes to ~an hour, so only long bouts alert."""
 
     smoothing: SmoothingConfig = Field(
-        default_factory=lambda: SmoothingConfig(kind=SmoothingKind.vote, vote_k=15, vote_n=25),
-        description="Default: lying in 15 of the last 25 frames (5 s at 5 fps).",
+        default_factory=lambda: SmoothingConfig(kind=SmoothingKind.vote, window_s=5.0, fraction=0.6, min_frames=3),
+        description="Default: lying in at least 60 % of the frames of the last 5 s (at least 3 frames seen).",
     )
     exit_after_s: float = Field(
         default=120.0, ge=0, le=_DAY_S, description="Standing this long ends the bout (brief rises do not)."
@@ -155,8 +206,8 @@ class TooFastRule(RuleConfig):
         description="Speed threshold in body lengths per second (body = max(w, h)).",
     )
     smoothing: SmoothingConfig = Field(
-        default_factory=lambda: SmoothingConfig(kind=SmoothingKind.median, median_n=5),
-        description="Median of the last 5 frames removes one-frame box jumps.",
+        default_factory=lambda: SmoothingConfig(kind=SmoothingKind.median, window_s=1.0),
+        description="Median over the last second removes one-frame box jumps (from 3 fps up).",
     )
     exit_after_s: float = Field(default=3.0, ge=0, le=_DAY_S, description="Calm this long to resolve.")
     cooldown_s: float = Field(
@@ -173,8 +224,8 @@ class HorseAbsentRule(RuleConfig):
     """No confirmed horse track in view."""
 
     smoothing: SmoothingConfig = Field(
-        default_factory=lambda: SmoothingConfig(kind=SmoothingKind.vote, vote_k=3, vote_n=5),
-        description="Absent in 3 of the last 5 frames.",
+        default_factory=lambda: SmoothingConfig(kind=SmoothingKind.vote, window_s=1.0, fraction=0.6),
+        description="Absent in at least 60 % of the frames of the last second.",
     )
     exit_after_s: float = Field(default=10.0, ge=0, le=_DAY_S, description="Horse back this long to resolve.")
     escalation: list[EscalationStep] = Field(

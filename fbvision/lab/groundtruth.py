@@ -106,10 +106,8 @@ def smoothing_lag_s(rule: RuleConfig, fps: float) -> float:
     """How long the rule's smoothing needs before a sustained condition shows (seconds)."""
     s = rule.smoothing
     kind = s.kind.value
-    if kind == "vote":
-        return s.vote_n / fps
-    if kind == "median":
-        return s.median_n / fps
+    if kind in ("vote", "median"):
+        return s.window_s  # seconds at any frame rate
     if kind == "ema":
         return 3 * s.ema_half_life_s
     return 1.0 / fps

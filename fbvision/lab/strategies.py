@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import logging
 import math
 from collections.abc import Iterable, Mapping
@@ -54,22 +55,20 @@ FAMILIES: dict[str, SmoothingKind] = {
     "min_duration": SmoothingKind.none,
 }
 
-#: A small default grid (seconds at 5 fps; ``after_s`` is the first escalation age = minimum duration).
+#: A small default grid (every window in seconds; ``after_s`` is the first escalation age = minimum duration).
+#: ``k_of_n`` is the vote (``smoothing.kind: vote``): a share of the frames seen in the last ``window_s``.
 DEFAULT_GRID: dict[str, Any] = {
     "none": [{}],
-    "k_of_n": {"vote_k": [3, 8, 15], "vote_n": [5, 10, 25]},
+    "k_of_n": {"window_s": [1.0, 2.0, 5.0], "fraction": [0.6, 0.8]},
     "ema": {"ema_half_life_s": [0.5, 1.0, 2.0, 4.0]},
-    "median": {"median_n": [5, 9, 15, 25]},
+    "median": {"window_s": [1.0, 1.8, 3.0, 5.0]},
     "hysteresis": {"ema_half_life_s": [1.0, 2.0], "enter": [0.6, 0.8], "exit": [0.2, 0.4]},
     "min_duration": {"after_s": [10.0, 20.0, 30.0], "exit_after_s": [0.0, 5.0]},
 }
 
 _SMOOTHING_KEYS = frozenset(SmoothingConfig.model_fields) - {"kind"}
 _SHORT = {
-    "vote_k": "k",
-    "vote_n": "n",
     "ema_half_life_s": "half_life_s",
-    "median_n": "n",
     "after_s": "min_s",
     "exit_after_s": "gap_s",
 }
@@ -89,7 +88,7 @@ def _label(family: str, params: Mapping[str, Any]) -> str:
 def with_params(base_rule: RuleConfig, params: Mapping[str, Any], kind: SmoothingKind | str | None = None) -> RuleConfig:
     """``base_rule`` with grid parameters applied (validated, same rule class).
 
-    Smoothing fields (``vote_k``, ``vote_n``, ``ema_half_life_s``, ``median_n``) go under ``smoothing``;
+    Smoothing fields (``window_s``, ``fraction``, ``min_frames``, ``ema_half_life_s``) go under ``smoothing``;
     ``after_s`` moves the escalation ladder so its first step (the minimum duration) is at ``after_s``;
     anything else (``enter``, ``exit``, ``exit_after_s``, ``cooldown_s``...) is a rule field.
     """
@@ -116,13 +115,49 @@ def _combos(spec: Any) -> list[dict[str, Any]]:
     return [dict(item) for item in spec]
 
 
-def strategy_grid(grid: Mapping[str, Any] | Iterable[Any] | None, base_rule: RuleConfig) -> list[Strategy]:
+#: The smoothing fields each kind reads (the others do not change what it does).
+_KIND_FIELDS: dict[str, tuple[str, ...]] = {
+    "none": (),
+    "vote": ("window_s", "fraction", "min_frames"),
+    "ema": ("ema_half_life_s",),
+    "median": ("window_s", "min_frames"),
+}
+
+
+def effective_setting(rule: RuleConfig) -> str:
+    """A key for what a setting does: the rule's fields with the smoothing reduced to the fields its kind reads.
+    Two settings with the same key behave the same on any signal (``none`` and ``min_duration`` at the base
+    rule's own minimum duration and gap, say), whatever their family or label."""
+    tree = rule.model_dump(mode="json")
+    smoothing = tree["smoothing"]
+    tree["smoothing"] = {"kind": smoothing["kind"], **{k: smoothing[k] for k in _KIND_FIELDS[smoothing["kind"]]}}
+    return json.dumps({"rule": type(rule).__name__, **tree}, sort_keys=True)
+
+
+def dedupe_strategies(strategies: Iterable[Strategy]) -> list[Strategy]:
+    """``strategies`` without those that behave like an earlier one (:func:`effective_setting`); the first
+    keeps its place, each drop is logged."""
+    kept: dict[str, Strategy] = {}
+    for strategy in strategies:
+        key = effective_setting(strategy.config)
+        if key in kept:
+            logger.info("strategy %r is the same setting as %r: dropped", strategy.label, kept[key].label)
+            continue
+        kept[key] = strategy
+    return list(kept.values())
+
+
+def strategy_grid(
+    grid: Mapping[str, Any] | Iterable[Any] | None, base_rule: RuleConfig, *, dedupe: bool = True
+) -> list[Strategy]:
     """Expand a grid into :class:`Strategy` items on top of ``base_rule``.
 
     ``grid`` is either a dict ``{family: {param: [values...]}}`` (cartesian product; or a list of param dicts)
     with families from :data:`FAMILIES`, or a list of :class:`Strategy`, :class:`RuleConfig`,
     :class:`SmoothingConfig` or ``(label, RuleConfig | SmoothingConfig | param dict)`` items. Combinations
-    that are invalid (``vote_k > vote_n``, ``exit > enter``) are skipped.
+    that are invalid (``exit > enter``) are skipped. Settings that behave the same as an earlier one (see
+    :func:`effective_setting`: e.g. ``none`` and ``min_duration`` at the base rule's own minimum duration and
+    gap) are dropped unless ``dedupe=False``; the drop is logged with both labels.
     """
     grid = DEFAULT_GRID if grid is None else grid
     out: list[Strategy] = []
@@ -131,13 +166,11 @@ def strategy_grid(grid: Mapping[str, Any] | Iterable[Any] | None, base_rule: Rul
             if family not in FAMILIES:
                 raise ValueError(f"unknown strategy family {family!r}; known: {', '.join(FAMILIES)}")
             for params in _combos(spec):
-                if "vote_k" in params and params["vote_k"] > params.get("vote_n", base_rule.smoothing.vote_n):
-                    continue
                 if params.get("exit", base_rule.exit) > params.get("enter", base_rule.enter):
                     continue
                 config = with_params(base_rule, params, FAMILIES[family])
                 out.append(Strategy(family, _label(family, params), params, config))
-        return out
+        return dedupe_strategies(out) if dedupe else out
     for item in grid:
         label: str | None = None
         if isinstance(item, Strategy):
@@ -155,16 +188,16 @@ def strategy_grid(grid: Mapping[str, Any] | Iterable[Any] | None, base_rule: Rul
         else:
             raise TypeError(f"cannot make a strategy of {type(item).__name__}")
         out.append(Strategy("custom", label or describe(config), {}, config))
-    return out
+    return dedupe_strategies(out) if dedupe else out
 
 
 def describe(rule: RuleConfig) -> str:
     """A one-line summary of a rule setting (smoothing, thresholds, minimum duration, gap, cooldown)."""
     s = rule.smoothing
     smoothing = {
-        "vote": f"k_of_n {s.vote_k}/{s.vote_n}",
+        "vote": f"vote {_fmt(s.fraction)} of {_fmt(s.window_s)}s (min {s.min_frames} frames)",
         "ema": f"ema half_life={_fmt(s.ema_half_life_s)}s",
-        "median": f"median n={s.median_n}",
+        "median": f"median over {_fmt(s.window_s)}s (min {s.min_frames} frames)",
         "none": "raw",
     }[s.kind.value]
     return (

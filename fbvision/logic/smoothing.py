@@ -5,8 +5,22 @@ streaming logic worker calls ``update`` frame by frame; a notebook calls :func:`
 :func:`episode_transitions`) on a pandas DataFrame, which runs *the same classes* over each group in time
 order, so a notebook reproduces exactly what the worker did.
 
-Missing values (``None`` or NaN: no horse, no frame) count as 0: a horse that is not seen is not "down".
-``t`` is a frame's capture time in seconds; filters that care about time use it, never the wall clock.
+Every window is in seconds of capture time, never a count of frames, so one setting means the same at 1, 5 or
+15 fps. ``t`` is a frame's capture time in seconds; filters use it, never the wall clock.
+
+Gap policy (what a filter makes of missing data):
+
+* A frame that arrived is an *observation*. A missing value in it (``None`` or NaN: the rule cannot say, e.g.
+  the track is not seen in that frame) counts as 0: a horse that is not seen is not "down".
+* Time without frames (frames lost, a slower camera, an outage) is *unknown*: neither for nor against. The
+  vote and the median run over the frames observed in the last ``window_s`` seconds, so the vote's share is
+  a share of what was seen.
+* While the window holds fewer than ``min_frames`` observations, the filter does not decide: its last output
+  stands (``False``/0.0 before its first decision). Filters only run when a frame arrives, so a gap neither
+  raises nor ends anything by itself (``camera_offline`` covers the gap); after it, the frames from before
+  have left the window and the first ``min_frames`` new ones decide.
+* The EMA weighs each frame by the time since the previous one (half-life in seconds): after a gap the old
+  mean has decayed by ``0.5 ** (gap / half_life_s)``.
 
 :class:`EpisodeTracker` turns a smoothed score into alert transitions: hysteresis (enter/exit thresholds),
 minimum duration and severity escalation (a ladder of ``(after_s, severity)`` measured from the onset),
@@ -56,27 +70,63 @@ class Identity:
         pass
 
 
-class KOfN:
-    """True when at least ``k`` of the last ``n`` values are ``>= threshold`` (absent counts as not)."""
+class _Window:
+    """The observations of the last ``window_s`` seconds of capture time, oldest first."""
 
-    def __init__(self, k: int, n: int, threshold: float = 0.5) -> None:
-        if not 1 <= k <= n:
-            raise ValueError(f"k-of-n needs 1 <= k <= n, got k={k} n={n}")
-        self.k, self.n, self.threshold = k, n, threshold
-        self._votes: deque[bool] = deque(maxlen=n)
-        self._count = 0
+    #: Slack for float capture times: a frame exactly ``window_s`` old has left the window (n frames at
+    #: ``fps`` span n / fps seconds: the conversion from frame counts).
+    EPS = 1e-6
+
+    def __init__(self, window_s: float, min_frames: int) -> None:
+        if not window_s > 0:
+            raise ValueError(f"window_s must be > 0, got {window_s}")
+        if min_frames < 1:
+            raise ValueError(f"min_frames must be >= 1, got {min_frames}")
+        self.window_s, self.min_frames = float(window_s), int(min_frames)
+        self._items: deque[tuple[float, float]] = deque()
+
+    def push(self, value: float, t: float) -> bool:
+        """Add an observation at ``t``, drop those older than the window; True when enough are left to decide."""
+        if self._items and t < self._items[-1][0]:  # time went back (the worker skips such frames): start afresh
+            self._items.clear()
+        self._items.append((t, value))
+        horizon = t - self.window_s + self.EPS
+        while self._items[0][0] <= horizon:
+            self._items.popleft()
+        return len(self._items) >= self.min_frames
+
+    def values(self) -> list[float]:
+        return [v for _, v in self._items]
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
+class VoteOverWindow:
+    """True when at least ``fraction`` of the frames observed in the last ``window_s`` seconds are
+    ``>= threshold`` (a missing value counts as not). With fewer than ``min_frames`` observations in the
+    window the last decision stands (the gap policy in the module docstring)."""
+
+    def __init__(self, window_s: float, fraction: float, min_frames: int = 1, threshold: float = 0.5) -> None:
+        if not 0 < fraction <= 1:
+            raise ValueError(f"the vote's fraction must be in (0, 1], got {fraction}")
+        self._window = _Window(window_s, min_frames)
+        self.fraction, self.threshold = fraction, threshold
+        self._on = False
+
+    @property
+    def window_s(self) -> float:
+        return self._window.window_s
 
     def update(self, value: float | None, t: float) -> bool:
-        vote = _value(value) >= self.threshold
-        if len(self._votes) == self.n:
-            self._count -= self._votes[0]
-        self._votes.append(vote)
-        self._count += vote
-        return self._count >= self.k
+        if self._window.push(1.0 if _value(value) >= self.threshold else 0.0, t):
+            votes = self._window.values()
+            self._on = sum(votes) >= self.fraction * len(votes) - 1e-9
+        return self._on
 
     def reset(self) -> None:
-        self._votes.clear()
-        self._count = 0
+        self._window.clear()
+        self._on = False
 
 
 class Ema:
@@ -105,21 +155,26 @@ class Ema:
         self._t = None
 
 
-class MedianOfLast:
-    """Median of the last ``n`` values (absent counts as 0)."""
+class MedianOverWindow:
+    """Median of the values observed in the last ``window_s`` seconds (a missing value counts as 0). With
+    fewer than ``min_frames`` observations in the window the last output stands."""
 
-    def __init__(self, n: int) -> None:
-        if n < 1:
-            raise ValueError("n must be >= 1")
-        self.n = n
-        self._values: deque[float] = deque(maxlen=n)
+    def __init__(self, window_s: float, min_frames: int = 1) -> None:
+        self._window = _Window(window_s, min_frames)
+        self._out = 0.0
+
+    @property
+    def window_s(self) -> float:
+        return self._window.window_s
 
     def update(self, value: float | None, t: float) -> float:
-        self._values.append(_value(value))
-        return float(statistics.median(self._values))
+        if self._window.push(_value(value), t):
+            self._out = float(statistics.median(self._window.values()))
+        return self._out
 
     def reset(self) -> None:
-        self._values.clear()
+        self._window.clear()
+        self._out = 0.0
 
 
 class Hysteresis:
@@ -349,11 +404,11 @@ def episode_transitions(
 def build_filter(smoothing: SmoothingConfig) -> SignalFilter:
     """A fresh filter instance (one per camera/track/rule)."""
     if smoothing.kind is SmoothingKind.vote:
-        return KOfN(smoothing.vote_k, smoothing.vote_n)
+        return VoteOverWindow(smoothing.window_s, smoothing.fraction, smoothing.min_frames)
     if smoothing.kind is SmoothingKind.ema:
         return Ema(smoothing.ema_half_life_s)
     if smoothing.kind is SmoothingKind.median:
-        return MedianOfLast(smoothing.median_n)
+        return MedianOverWindow(smoothing.window_s, smoothing.min_frames)
     return Identity()
 
 

@@ -412,7 +412,10 @@ def test_overrides_deep_merge_and_revalidate():
             id="de-escalation",
         ),
         pytest.param(
-            {"horse_down": {"smoothing": {"kind": "vote", "vote_k": 9, "vote_n": 5}}}, id="k-above-n"
+            {"horse_down": {"smoothing": {"kind": "vote", "fraction": 1.8}}}, id="fraction-above-1"
+        ),
+        pytest.param(
+            {"horse_down": {"smoothing": {"kind": "vote", "vote_k": 15, "vote_n": 25}}}, id="frame-counts"
         ),
     ],
 )

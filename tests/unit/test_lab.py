@@ -79,16 +79,16 @@ def test_max_frames_fps_and_a_missing_model_fall_back_to_ground_truth(tmp_path, 
 
 def test_evaluate_finds_the_long_lie_down(down_log):
     table = lab.evaluate_strategies(
-        down_log, "horse_down", {"k_of_n": {"vote_k": [8], "vote_n": [10]}, "median": {"median_n": [9]}}, BASE
+        down_log, "horse_down", {"k_of_n": {"window_s": [2.0], "fraction": [0.8]}, "median": {"window_s": [1.8]}}, BASE
     )
-    assert list(table["strategy"]) == ["k_of_n k=8 n=10", "median n=9"]
+    assert list(table["strategy"]) == ["k_of_n window_s=2 fraction=0.8", "median window_s=1.8"]
     for row in table.itertuples():
         assert (row.expected, row.hits, row.false_alerts, row.recall) == (1, 1, 0, 1.0)
         assert 20.0 <= row.tta_median_s <= 30.0  # minimum duration 20 s + smoothing lag
         assert row.false_per_cam_h == 0.0
     assert table.attrs["camera_hours"] == pytest.approx(90 / 3600)
     assert isinstance(table.loc[0, "rule_config"], HorseDownRule)
-    assert table.loc[0, "rule_config"].smoothing == SmoothingConfig(kind="vote", vote_k=8, vote_n=10)
+    assert table.loc[0, "rule_config"].smoothing == SmoothingConfig(kind="vote", window_s=2.0, fraction=0.8, min_frames=3)
 
 
 def test_evaluate_rejects_a_one_frame_glitch(walk_log):
@@ -97,12 +97,12 @@ def test_evaluate_rejects_a_one_frame_glitch(walk_log):
     glitch = log.index[log["present"] & (log["t"] > 10)][0]
     log.loc[glitch, ["lying", "raw_horse_down"]] = [True, 1.0]
     instant = logic(escalation=[{"after_s": 0, "severity": "warning"}], exit_after_s=0, cooldown_s=0)
-    grid = {"none": [{}], "k_of_n": {"vote_k": [3], "vote_n": [5]}, "median": {"median_n": [5]},
+    grid = {"none": [{}], "k_of_n": {"window_s": [1.0], "fraction": [0.6]}, "median": {"window_s": [1.0]},
             "ema": {"ema_half_life_s": [1.0]}}
     table = lab.evaluate_strategies(log, "horse_down", grid, instant).set_index("strategy")
     assert table.loc["none", "false_alerts"] == 1 and table.loc["none", "false_cameras"] == "normal_walk"
     assert table.loc["none", "false_per_cam_h"] == pytest.approx(3600 / walk_log.attrs["cameras"]["normal_walk"]["duration_s"])
-    for smoothed in ("k_of_n k=3 n=5", "median n=5", "ema half_life_s=1"):
+    for smoothed in ("k_of_n window_s=1 fraction=0.6", "median window_s=1", "ema half_life_s=1"):
         assert table.loc[smoothed, "false_alerts"] == 0 and table.loc[smoothed, "raised"] == 0
     assert math.isnan(table.loc["none", "recall"])  # nothing was due
 
@@ -121,7 +121,7 @@ def test_dataframe_replay_raises_what_the_worker_raised(down_log):
 
 
 def test_a_recorder_style_log_without_signal_columns_scores_the_same(down_log):
-    grid = {"k_of_n": {"vote_k": [8], "vote_n": [10]}, "ema": {"ema_half_life_s": [2.0]}}
+    grid = {"k_of_n": {"window_s": [2.0], "fraction": [0.8]}, "ema": {"ema_half_life_s": [2.0]}}
     with_raw = lab.evaluate_strategies(down_log, "horse_down", grid, BASE)
     recorded = down_log.drop(columns=[c for c in down_log if c.startswith(("raw_", "smoothed_", "open_"))])
     recorded = pd.concat([recorded, pd.DataFrame({"camera_id": ["down_long"], "t": [0.0], "track_id": [pd.NA]})])
@@ -154,7 +154,7 @@ def test_raw_signal_recomputes_the_registered_feature_rules_as_the_worker_did(do
 def test_default_grid_has_every_family_and_skips_invalid_combinations():
     strategies = lab.strategy_grid(None, BASE.rules.horse_down)
     assert {s.family for s in strategies} == set(lab.FAMILIES)
-    assert all(s.config.smoothing.vote_k <= s.config.smoothing.vote_n for s in strategies)
+    assert all(0 < s.config.smoothing.fraction <= 1 for s in strategies)
     assert all(s.config.exit <= s.config.enter for s in strategies)
     by_label = {s.label: s.config for s in strategies}
     hysteresis = by_label["hysteresis half_life_s=2 enter=0.8 exit=0.2"]
@@ -162,11 +162,31 @@ def test_default_grid_has_every_family_and_skips_invalid_combinations():
     shortest = by_label["min_duration min_s=10 gap_s=0"]
     assert [s.after_s for s in shortest.escalation] == [10.0, 30.0]  # the ladder moves as a whole
     assert shortest.smoothing.kind.value == "none" and shortest.exit_after_s == 0.0
-    listed = lab.strategy_grid([SmoothingConfig(kind="median", median_n=7), ("mine", {"enter": 0.7})],
+    listed = lab.strategy_grid([SmoothingConfig(kind="median", window_s=1.4), ("mine", {"enter": 0.7})],
                                BASE.rules.horse_down)
-    assert listed[0].config.smoothing.median_n == 7 and listed[1].label == "mine" and listed[1].config.enter == 0.7
+    assert listed[0].config.smoothing.window_s == 1.4 and listed[1].label == "mine" and listed[1].config.enter == 0.7
     with pytest.raises(ValueError, match="unknown strategy family"):
         lab.strategy_grid({"kalman": [{}]}, BASE.rules.horse_down)
+
+
+def test_grid_has_no_duplicate_settings():
+    """``none`` and ``min_duration`` at the base rule's own minimum duration and gap are one setting: kept once."""
+    base = BASE.rules.horse_down  # minimum duration 20 s, gap 5 s
+    everything = lab.strategy_grid(None, base, dedupe=False)
+    labels = [s.label for s in everything]
+    assert "none" in labels and "min_duration min_s=20 gap_s=5" in labels  # the duplicate the grid used to hold
+    assert lab.effective_setting(everything[labels.index("none")].config) == lab.effective_setting(
+        everything[labels.index("min_duration min_s=20 gap_s=5")].config)
+    strategies = lab.strategy_grid(None, base)
+    keys = [lab.effective_setting(s.config) for s in strategies]
+    assert len(keys) == len(set(keys)) and len(strategies) == len(everything) - 1
+    assert [s.label for s in strategies if s.family in ("none", "min_duration")][:2] == ["none", "min_duration min_s=10 gap_s=0"]
+    # Fields a kind does not read do not make a setting different; fields it reads do.
+    listed = lab.strategy_grid([SmoothingConfig(kind="ema", ema_half_life_s=2.0, window_s=3.0),
+                                SmoothingConfig(kind="ema", ema_half_life_s=2.0, window_s=9.0),
+                                SmoothingConfig(kind="vote", window_s=3.0), SmoothingConfig(kind="vote", window_s=9.0)],
+                               base)
+    assert [s.config.smoothing.window_s for s in listed] == [3.0, 3.0, 9.0]
 
 
 def test_best_strategy_prefers_recall_then_false_alerts_then_speed():
@@ -184,7 +204,7 @@ def test_best_strategy_prefers_recall_then_false_alerts_then_speed():
 
 
 def test_config_snippet_round_trips_through_load_settings(tmp_path):
-    chosen = lab.with_params(BASE.rules.horse_down, {"vote_k": 8, "vote_n": 10, "exit_after_s": 7.5}, "vote")
+    chosen = lab.with_params(BASE.rules.horse_down, {"window_s": 2.0, "fraction": 0.8, "exit_after_s": 7.5}, "vote")
     text = lab.config_snippet("horse_down", chosen, header="chosen by notebooks/01_smoothing_rules.ipynb")
     assert text.startswith("# chosen by") and "logic:" in text
     path = tmp_path / "horse_down.yaml"
@@ -201,7 +221,7 @@ def test_config_snippet_round_trips_through_load_settings(tmp_path):
     with pytest.raises(ValueError, match="unknown rule"):
         lab.config_snippet("horse_asleep", chosen)
     with pytest.raises(ValueError):
-        lab.config_snippet("horse_down", {"smoothing": {"kind": "vote", "vote_k": 9, "vote_n": 3}})
+        lab.config_snippet("horse_down", {"smoothing": {"kind": "vote", "fraction": 3.0}})
 
 
 def test_plot_track_timeline_draws_features_bands_and_alerts(down_log):

@@ -14,13 +14,21 @@ from fbvision.logic.smoothing import (
     EpisodeTracker,
     Hysteresis,
     Identity,
-    KOfN,
-    MedianOfLast,
+    MedianOverWindow,
+    VoteOverWindow,
     episode_transitions,
     smooth,
 )
 
 FPS = 5.0
+
+
+def KOfN(k, n, min_frames=None):  # noqa: N802 - the frame-count vote these tables were written for, in seconds at FPS
+    return VoteOverWindow(window_s=n / FPS, fraction=k / n, min_frames=k if min_frames is None else min_frames)
+
+
+def MedianOfLast(n):  # noqa: N802 - the median of n frames, as a window in seconds at FPS
+    return MedianOverWindow(window_s=n / FPS)
 
 
 def stream(f, values, dt=1 / FPS):
@@ -35,7 +43,8 @@ def stream(f, values, dt=1 / FPS):
         ),
         pytest.param(lambda: KOfN(1, 1), [1, None, 1], [True, False, True], id="kofn-none-is-zero"),
         pytest.param(
-            lambda: KOfN(3, 5), [1, 1, float("nan"), 1, 0], [False, False, False, True, True], id="kofn-nan"
+            lambda: KOfN(3, 5, min_frames=4), [1, 1, float("nan"), 1, 0], [False, False, False, True, True],
+            id="kofn-nan",
         ),
         pytest.param(lambda: MedianOfLast(3), [0, 5, 0, 5, 5], [0.0, 2.5, 0.0, 5.0, 5.0], id="median"),
         pytest.param(lambda: MedianOfLast(3), [4, None, None], [4.0, 2.0, 0.0], id="median-absent-zero"),
@@ -63,7 +72,11 @@ def test_ema_uses_capture_time_half_life():
 
 def test_bad_parameters_fail():
     with pytest.raises(ValueError):
-        KOfN(4, 3)
+        VoteOverWindow(window_s=1.0, fraction=4 / 3)
+    with pytest.raises(ValueError):
+        VoteOverWindow(window_s=0.0, fraction=0.5)
+    with pytest.raises(ValueError):
+        MedianOverWindow(window_s=1.0, min_frames=0)
     with pytest.raises(ValueError):
         Hysteresis(0.3, 0.7)
     with pytest.raises(ValueError):
