@@ -17,7 +17,6 @@ import pytest
 from benchmarks import common
 
 
-
 @pytest.fixture(autouse=True)
 def _quiet_fbvision_logs():
     """The benchmarks' own output stays readable: fbvision logs WARNING and up while a benchmark runs. A fixture,
