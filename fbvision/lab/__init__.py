@@ -4,6 +4,7 @@
 * :mod:`~fbvision.lab.strategies` - grids of smoothing settings scored against ground truth;
 * :mod:`~fbvision.lab.snippets` - a chosen setting as a config snippet;
 * :mod:`~fbvision.lab.plots` - one track's timeline;
+* :mod:`~fbvision.lab.errormodel` - the detector's measured error model (``DEMO_MODEL_ERRORS``);
 * :mod:`~fbvision.lab.groundtruth` - expected alerts of a scenario and the matching of raised ones;
 * :mod:`~fbvision.lab.draw` / :mod:`~fbvision.lab.replay` - annotated frames, previews and alert snapshots.
 
@@ -14,6 +15,7 @@ The lab may import any stage; no stage imports the lab (the import contract in p
 from fbvision.lab.detections import (  # noqa: F401
     DEFAULT_MODEL,
     LOG_COLUMNS,
+    SOURCE_ERROR_MODEL,
     SOURCE_GROUND_TRUTH,
     SOURCE_MODEL,
     TruthNoise,
@@ -21,6 +23,11 @@ from fbvision.lab.detections import (  # noqa: F401
     log_summary,
     truth_candidates,
     variants,
+)
+from fbvision.lab.errormodel import (  # noqa: F401
+    DEMO_MODEL_ERRORS,
+    DetectorErrors,
+    measure_detector,
 )
 from fbvision.lab.plots import (  # noqa: F401
     BEHAVIOUR_COLOURS,
@@ -32,6 +39,9 @@ from fbvision.lab.snippets import (  # noqa: F401
 from fbvision.lab.strategies import (  # noqa: F401
     DEFAULT_GRID,
     FAMILIES,
+    MIN_EVENTS,
+    TIE_TTA_S,
+    Recommendation,
     Strategy,
     best_strategy,
     dedupe_strategies,
@@ -39,9 +49,12 @@ from fbvision.lab.strategies import (  # noqa: F401
     effective_setting,
     evaluate_strategies,
     expected_for,
+    false_rate_text,
     rank_strategies,
     raw_signal,
+    recommend,
     run_strategy,
     strategy_grid,
+    tie_notices,
     with_params,
 )

@@ -7,10 +7,13 @@ Everything here drives the production code rather than re-implementing it:
   and then the real :class:`fbvision.logic.camera_logic.CameraLogic` (NMS, thresholds, ByteTrack, features, rules),
   and joins each track row with the ground truth of its horse. Without the model file (or with
   ``use_model=False``) the detections are the ground-truth boxes with seeded jitter, dropouts and posture
-  glitches, and the log says so (``source`` column, ``log.attrs["source"]``).
+  glitches - made-up figures, or the detector's measured error model (:mod:`fbvision.lab.errormodel`) - and
+  the log says so (``source`` column, ``log.attrs["source"]``: ``model``, ``error_model`` or ``ground_truth``).
 * :func:`evaluate_strategies` runs the same smoothing filters and :class:`~fbvision.logic.smoothing.EpisodeTracker`
   as the logic worker (through the DataFrame drivers of :mod:`fbvision.logic.smoothing`) over a log's raw rule
-  signal, for a grid of rule settings, and scores the raised alerts with :mod:`fbvision.lab.groundtruth`.
+  signal, for a grid of rule settings, and scores the raised alerts with :mod:`fbvision.lab.groundtruth`;
+  :func:`rank_strategies` reports equivalent settings as ties and :func:`recommend` picks one (or refuses
+  below ``MIN_EVENTS`` true events), naming the detection source it rests on.
 * :func:`config_snippet` writes a chosen rule setting as YAML that :func:`fbvision.core.config.load_settings`
   loads unchanged.
 * :func:`plot_track_timeline` draws one track's features with ground-truth behaviour bands and alerts
@@ -51,6 +54,8 @@ DEFAULT_MODEL = Path("models/horse-demo-yolo11n-320.onnx")
 #: Source labels (``log.attrs["source"]`` and the ``source`` column).
 SOURCE_MODEL = "model"
 SOURCE_GROUND_TRUTH = "ground_truth"
+#: Ground-truth boxes degraded by a detector's *measured* error model (:mod:`fbvision.lab.errormodel`).
+SOURCE_ERROR_MODEL = "error_model"
 _GT_CLASS_ID = 0
 _MATCH_IOU = 0.3
 _FEATURE_COLUMNS = (
@@ -82,7 +87,10 @@ class TruthNoise:
     ``jitter``: std-dev of each box edge, as a fraction of the box width/height. ``dropout``: probability a
     horse is missed in a frame. ``glitch``: probability that a box has the wrong height for one frame (a
     standing horse cut low, a lying horse with its head up), which flips the posture for that frame.
-    ``confidence``: uniform range of the detection scores.
+    ``confidence``: uniform range of the detection scores. ``false_positive``: expected spurious boxes per
+    frame (a box the size of a visible horse's, anywhere in the frame; none are drawn at 0, so the random
+    stream of the other errors does not depend on it). ``measured_from``: the detector these figures were
+    measured on (:mod:`fbvision.lab.errormodel`); a log made with such a model says ``source = "error_model"``.
     """
 
     jitter: float = 0.02
@@ -90,6 +98,14 @@ class TruthNoise:
     glitch: float = 0.02
     confidence: tuple[float, float] = (0.55, 0.95)
     seed: int = 0
+    false_positive: float = 0.0
+    measured_from: str | None = None
+
+    def describe(self) -> str:
+        return (
+            f"jitter {self.jitter:.1%}, dropout {self.dropout:.1%}, posture glitches {self.glitch:.1%}, "
+            f"false positives {self.false_positive:.3f}/frame, seed {self.seed}"
+        )
 
 
 def _as_scenario(item: str | Path | Scenario) -> Scenario:
@@ -116,6 +132,7 @@ def truth_candidates(
     """Detections made from one frame's ground truth: jittered boxes, some dropped, a few posture glitches."""
     width, height = frame_size
     boxes, scores = [], []
+    visible_boxes = [truth.box for truth in truths if truth.visible]
     for truth in truths:
         if not truth.visible:
             continue
@@ -136,6 +153,13 @@ def truth_candidates(
             continue
         boxes.append(box)
         scores.append(conf)
+    if noise.false_positive > 0 and visible_boxes:
+        for _ in range(int(rng.poisson(noise.false_positive))):
+            x1, y1, x2, y2 = visible_boxes[int(rng.integers(len(visible_boxes)))]
+            w, h = min(x2 - x1, width - 1), min(y2 - y1, height - 1)
+            left, top = rng.uniform(0, width - w), rng.uniform(0, height - h)
+            boxes.append(np.array([left, top, left + w, top + h]))
+            scores.append(rng.uniform(*noise.confidence))
     return Candidates.create(np.reshape(boxes, (-1, 4)), scores, [class_id] * len(scores))
 
 
@@ -207,12 +231,19 @@ def detection_log(
         source = SOURCE_MODEL
         note = f"detections from the ONNX model {path.name} (classes: horse = {detector.class_id})"
     else:
-        source = SOURCE_GROUND_TRUTH
         why = "use_model=False" if not use_model else f"model file {path} not found"
-        note = (
-            f"detections derived from the ground-truth boxes ({why}): jitter {noise.jitter:.0%}, "
-            f"dropout {noise.dropout:.0%}, posture glitches {noise.glitch:.0%}, seed {noise.seed}"
-        )
+        if noise.measured_from:
+            source = SOURCE_ERROR_MODEL
+            note = (
+                f"detections derived from the ground-truth boxes ({why}) with the error model measured on "
+                f"{noise.measured_from}: {noise.describe()}"
+            )
+        else:
+            source = SOURCE_GROUND_TRUTH
+            note = (
+                f"detections derived from the ground-truth boxes ({why}): jitter {noise.jitter:.0%}, "
+                f"dropout {noise.dropout:.0%}, posture glitches {noise.glitch:.0%}, seed {noise.seed}"
+            )
         if use_model:
             logger.warning("lab: %s; using ground-truth detections", why)
     class_id = detector.class_id if detector is not None else _GT_CLASS_ID
@@ -248,14 +279,34 @@ def _track_rows(log: pd.DataFrame) -> pd.DataFrame:
     return log[log["track_id"].notna()] if "track_id" in log else log
 
 
-def variants(names: Sequence[str | Scenario], seeds: Sequence[int]) -> list[Scenario]:
+def variants(names: Sequence[str | Scenario], seeds: Sequence[int], *, jitter: float = 0.0) -> list[Scenario]:
     """Each scenario re-seeded (coat, placement, noise... whatever the scenario does not pin), named
-    ``<name>-s<seed>``: more camera-hours of the same behaviour scripts."""
+    ``<name>-s<seed>``: more camera-hours of the same behaviour scripts.
+
+    ``jitter`` > 0 also stretches each script segment (and a pinned ``duration_s``) by a factor drawn uniformly
+    from ``[1 - jitter, 1 + jitter]`` (seeded by the seed and the scenario name): the same behaviour families
+    with bouts of other lengths, some just above and some just below a rule's minimum duration - what tells
+    smoothing strategies apart. The ground truth follows the stretched script."""
+    if not 0.0 <= jitter < 1.0:
+        raise ValueError("jitter must be within [0, 1)")
     out = []
     for item in names:
         scenario = _as_scenario(item)
         for seed in seeds:
-            out.append(scenario.model_copy(update={"seed": int(seed), "name": f"{scenario.name}-s{seed}"}))
+            update: dict[str, Any] = {"seed": int(seed), "name": f"{scenario.name}-s{seed}"}
+            if jitter:
+                rng = np.random.default_rng([int(seed), zlib.crc32(scenario.name.encode())])
+                horses = []
+                for horse in scenario.horses:
+                    script = [
+                        seg.model_copy(update={"duration_s": round(seg.duration_s * rng.uniform(1 - jitter, 1 + jitter), 1)})
+                        for seg in horse.script
+                    ]
+                    horses.append(horse.model_copy(update={"script": script}))
+                update["horses"] = horses
+                if scenario.duration_s is not None:
+                    update["duration_s"] = round(scenario.duration_s * rng.uniform(1 - jitter, 1 + jitter), 1)
+            out.append(type(scenario).model_validate({**scenario.model_dump(), **update}))
     return out
 
 

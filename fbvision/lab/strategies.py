@@ -350,6 +350,7 @@ def evaluate_strategies(
                 "false_alerts": summary["false_alerts"],
                 "recall": summary["hits"] / due if due else math.nan,
                 "false_per_cam_h": summary["false_alerts"] / hours if hours > 0 else math.nan,
+                "false_rate": false_rate_text(summary["false_alerts"], hours),
                 "tta_median_s": summary["time_to_alert_s_median"],
                 "tta_max_s": summary["time_to_alert_s_max"],
                 "raised": len(raised),
@@ -361,17 +362,163 @@ def evaluate_strategies(
     table = pd.DataFrame.from_records(records)
     for column in ("tta_median_s", "tta_max_s"):
         table[column] = pd.to_numeric(table[column], errors="coerce").astype(float)
-    table.attrs.update(rule=rule, camera_hours=hours, max_delay_s=max_delay_s, source=log.attrs.get("source"))
+    table.attrs.update(rule=rule, camera_hours=hours, max_delay_s=max_delay_s, source=log.attrs.get("source"),
+                       source_note=log.attrs.get("source_note"), cameras=len(cameras),
+                       base_setting=effective_setting(base_rule))
     return table
 
 
-def rank_strategies(table: pd.DataFrame) -> pd.DataFrame:
+def false_rate_text(false_alerts: int, camera_hours: float) -> str:
+    """False alerts with the camera-hours they were counted on: ``"1 in 0.09 camera-hours"`` (the rate alone,
+    10.8 per camera-hour, hides that it rests on one event in five minutes)."""
+    if not camera_hours > 0:
+        return f"{int(false_alerts)} in no camera time"
+    hours = f"{camera_hours:.2f}" if camera_hours < 10 else f"{camera_hours:.1f}"
+    text = f"{int(false_alerts)} in {hours} camera-hours"
+    if false_alerts:
+        text += f" ({false_alerts / camera_hours:.2g}/camera-hour)"
+    return text
+
+
+#: Below this many expected (true) events the lab does not recommend a setting: with n events one miss moves
+#: recall by 1/n, and recall 1.0 on n events only bounds the true recall above ~1 - 3/n (95 %, "rule of
+#: three"): 0.85 at 20 events, 0.0 at 3.
+MIN_EVENTS = 20
+#: Settings with the same hits and false alerts whose median time-to-alert differs by less than this are
+#: equivalent: a second on a bout that must last minutes is no evidence for either.
+TIE_TTA_S = 1.0
+
+
+def rank_strategies(table: pd.DataFrame, *, tie_tta_s: float = TIE_TTA_S) -> pd.DataFrame:
     """``table`` best first: highest recall (no recall last), then fewest false alerts, then the shortest
-    median time-to-alert; ties keep the grid order."""
+    median time-to-alert; ties keep the grid order. Adds ``rank`` and ``tie_group`` (1 = the best group):
+    consecutive rows with the same recall and false alerts whose median time-to-alert is within ``tie_tta_s``
+    of the group's first row are one group - equivalent on this data - and share a rank."""
     ranked = table.assign(
         _recall=table["recall"].fillna(-1.0), _tta=table["tta_median_s"].fillna(math.inf)
     ).sort_values(["_recall", "false_alerts", "_tta"], ascending=[False, True, True], kind="stable")
+    groups, ranks = [], []
+    group, head = 0, None
+    for position, (recall, false, tta) in enumerate(zip(ranked["_recall"], ranked["false_alerts"], ranked["_tta"],
+                                                        strict=True)):
+        same = head is not None and (recall, false) == head[:2] and (
+            tta == head[2] or abs(tta - head[2]) < tie_tta_s
+        )
+        if not same:
+            group += 1
+            head = (recall, false, tta, position + 1)
+        groups.append(group)
+        ranks.append(head[3])  # type: ignore[index]
+    ranked = ranked.assign(rank=ranks, tie_group=groups)
     return ranked.drop(columns=["_recall", "_tta"])
+
+
+def tie_notices(table: pd.DataFrame, *, tie_tta_s: float = TIE_TTA_S, top: int | None = None) -> list[str]:
+    """One sentence per group of equivalent settings (see :func:`rank_strategies`), best first: ``"these 3
+    settings are equivalent on this data (rank 1: 24/24 hits, 0 false alerts, median time to alert 21-21.6
+    s): none, ema half_life_s=0.5, median window_s=1"``. ``top``: only the first ``top`` groups."""
+    ranked = table if "tie_group" in table else rank_strategies(table, tie_tta_s=tie_tta_s)
+    out = []
+    for _, group in ranked.groupby("tie_group", sort=True):
+        if len(group) < 2:
+            continue
+        first = group.iloc[0]
+        tta = group["tta_median_s"]
+        span = "n/a" if tta.isna().all() else f"{tta.min():.3g}-{tta.max():.3g} s"
+        out.append(
+            f"these {len(group)} settings are equivalent on this data (rank {first['rank']}: "
+            f"{first['hits']}/{first['expected']} hits, {first['false_alerts']} false alerts, median time to "
+            f"alert {span}): {', '.join(group['strategy'])}"
+        )
+    return out[:top] if top is not None else out
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """What :func:`recommend` says. ``row`` is None when it refuses (``refused`` says why)."""
+
+    text: str
+    source: str | None
+    events: int
+    camera_hours: float
+    row: pd.Series | None = None
+    equivalent: tuple[str, ...] = ()
+    refused: str | None = None
+
+    @property
+    def strategy(self) -> str | None:
+        return None if self.row is None else str(self.row["strategy"])
+
+    @property
+    def rule_config(self) -> RuleConfig | None:
+        return None if self.row is None else self.row["rule_config"]
+
+
+_SOURCE_WORDS = {
+    "model": "the detector model's own detections",
+    "error_model": "ground-truth boxes degraded by the detector's measured error model (not the model itself)",
+    "ground_truth": "ground-truth boxes with made-up noise (measures the smoothing, not the detector)",
+}
+
+
+def recommend(
+    table: pd.DataFrame,
+    *,
+    min_events: int = MIN_EVENTS,
+    tie_tta_s: float = TIE_TTA_S,
+    max_false_per_cam_h: float | None = None,
+) -> Recommendation:
+    """The setting to adopt, or a refusal.
+
+    Refuses below ``min_events`` expected events (:data:`MIN_EVENTS`). Otherwise takes the best group of
+    equivalent settings (:func:`rank_strategies`, among those with at most ``max_false_per_cam_h`` when given)
+    and, within it (the data cannot tell them apart, so a stated preference picks): the rule's current setting
+    when it is one of them (no reason to change); else the first (fastest) with a smoothing kind other than
+    ``none`` (a margin against detector errors the data does not show: a missed frame, a glitch); else the first. The text names the detection source it rests on
+    (``table.attrs["source"]``), the events and camera-hours, and the equivalent settings.
+    """
+    source = table.attrs.get("source")
+    hours = float(table.attrs.get("camera_hours", math.nan))
+    events = int(table["expected"].max()) if len(table) else 0
+    on = _SOURCE_WORDS.get(str(source), f"{source} detections")
+    if events < min_events:
+        why = (f"only {events} true event(s) on {hours:.2f} camera-hours (at least {min_events} are needed to "
+               f"tell settings apart): no recommendation")
+        return Recommendation(text=f"{why}; source: {on}", source=source, events=events, camera_hours=hours,
+                              refused=why)
+    candidates = table
+    if max_false_per_cam_h is not None:
+        candidates = table[table["false_per_cam_h"] <= max_false_per_cam_h]
+        if candidates.empty:
+            why = f"no strategy has <= {max_false_per_cam_h} false alerts per camera-hour"
+            return Recommendation(text=why, source=source, events=events, camera_hours=hours, refused=why)
+    ranked = rank_strategies(candidates, tie_tta_s=tie_tta_s)
+    best = ranked[ranked["tie_group"] == ranked["tie_group"].iloc[0]]
+    base = table.attrs.get("base_setting")
+    current = [i for i, config in zip(best.index, best["rule_config"], strict=True)
+               if base is not None and effective_setting(config) == base]
+    smoothed = [i for i, config in zip(best.index, best["rule_config"], strict=True)
+                if config.smoothing.kind is not SmoothingKind.none]
+    if current:
+        row, why = best.loc[current[0]], "the rule's current setting is among them: no change"
+    elif smoothed:
+        row = best.loc[smoothed[0]]
+        why = ("a smoothed signal keeps a margin against detector errors this data does not show, and it is the "
+               "fastest smoothed one")
+    else:
+        row, why = best.iloc[0], "it is the fastest of them"
+    equivalent = tuple(s for s in best["strategy"] if s != row["strategy"])
+    tta = row["tta_median_s"]
+    text = (
+        f"recommended: {row['strategy']} ({describe(row['rule_config'])}): {row['hits']}/{row['expected']} hits, "
+        f"false alerts: {row['false_rate']}, median time to alert {tta:.1f} s; on {len(candidates)} settings, "
+        f"{table.attrs.get('cameras', '?')} cameras, {hours:.2f} camera-hours; source: {on}"
+    )
+    if equivalent:
+        text += (f". Equivalent on this data: {len(best)} settings ({', '.join(best['strategy'])}); picked because "
+                 f"{why}")
+    return Recommendation(text=text, source=source, events=events, camera_hours=hours, row=row,
+                          equivalent=equivalent)
 
 
 def best_strategy(table: pd.DataFrame, *, max_false_per_cam_h: float | None = None) -> pd.Series:

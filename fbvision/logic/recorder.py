@@ -7,6 +7,13 @@ frame for that track, ``rule:state:severity`` joined with ``;``). A frame withou
 (``track_id`` null) so the notebooks see every frame and the camera-level alerts (which go on the frame's
 first row).
 
+For replays (:mod:`fbvision.logic.playback`) the logic worker also records what the logic was given: on a
+frame's first row ``in_order`` (the recorder's running number of frames and ticks, the order they were
+judged in), ``in_t`` (the capture time passed to the logic), ``in_arrived`` (when the result arrived, on
+the reference clock), ``in_w``/``in_h`` (source frame size) and ``in_candidates`` (the result's boxes,
+scores and class ids as JSON); and every tick (:meth:`Recorder.record_tick`: ``camera_id, in_order, now,
+camera_online, alerts``) in ``ticks-*.parquet`` parts beside the frame parts (:func:`read_ticks`).
+
 Rows are buffered and written as ``part-<start>-<pid>-<n>.parquet`` every ``rows_per_part`` rows, every
 ``flush_interval_s`` and on :meth:`Recorder.close`; each part is written to a temporary name and renamed,
 so a reader never sees half a file. After a worker crash the recording may miss the last unflushed rows,
@@ -15,11 +22,12 @@ and replayed results can appear twice (dedupe on ``camera_id, seq, track_id`` if
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +38,7 @@ import pyarrow.parquet as pq
 logger = logging.getLogger(__name__)
 
 PART_GLOB = "part-*.parquet"
+TICK_GLOB = "ticks-*.parquet"
 
 
 def _alert_text(alerts: Iterable[Any]) -> str:
@@ -47,6 +56,8 @@ class Recorder:
         self.rows_per_part = rows_per_part
         self.flush_interval_s = flush_interval_s
         self._rows: list[dict[str, Any]] = []
+        self._ticks: list[dict[str, Any]] = []
+        self._order = 0  # frames with inputs and ticks, in the order they were judged
         self._lock = threading.Lock()
         self._stem = f"part-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
         self._parts = 0
@@ -63,8 +74,11 @@ class Recorder:
         detections: int,
         features: Sequence[Any] = (),
         alerts: Sequence[Any] = (),
+        inputs: Mapping[str, Any] | None = None,
     ) -> None:
-        """Log one processed frame: ``features`` are TrackFeatures, ``alerts`` AlertEvents of that frame."""
+        """Log one processed frame: ``features`` are TrackFeatures, ``alerts`` AlertEvents of that frame;
+        ``inputs`` (optional): what the logic was given - ``t``, ``arrived``, ``src_w``, ``src_h`` and
+        ``candidates`` (boxes, scores, class ids) - written on the frame's first row for replays."""
         frame = {"camera_id": camera_id, "seq": int(seq), "t": float(t), "detections": int(detections)}
         by_track: dict[int | None, list[Any]] = {}
         for alert in alerts:
@@ -83,19 +97,40 @@ class Recorder:
         with self._lock:
             if self._closed:
                 raise RuntimeError("recorder is closed")
+            if inputs is not None:
+                rows[0].update(_input_columns(inputs), in_order=self._order)
+                self._order += 1
             self._rows.extend(rows)
-            due = len(self._rows) >= self.rows_per_part or (
-                time.monotonic() - self._last_flush >= self.flush_interval_s
-            )
-            if due:
-                self._flush_locked()
+            self._flush_if_due_locked()
 
-    def record_outcome(self, camera_id: str, outcome: Any) -> None:
-        """Log a ``CameraLogic.process`` outcome (``seq, t, detections, features, alerts``)."""
+    def record_tick(self, camera_id: str, now: float, camera_online: bool | None, alerts: Sequence[Any] = ()) -> None:
+        """Log one tick of a camera (``CameraLogic.tick_reference(now, camera_online)``) and its alert events."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("recorder is closed")
+            self._ticks.append({"camera_id": camera_id, "in_order": self._order, "now": float(now),
+                                "camera_online": camera_online, "alerts": _alert_text(alerts)})
+            self._order += 1
+            self._flush_if_due_locked()
+
+    def _flush_if_due_locked(self) -> None:
+        due = len(self._rows) + len(self._ticks) >= self.rows_per_part or (
+            time.monotonic() - self._last_flush >= self.flush_interval_s
+        )
+        if due:
+            self._flush_locked()
+
+    def record_outcome(self, camera_id: str, outcome: Any, inputs: Mapping[str, Any] | None = None) -> None:
+        """Log a ``CameraLogic.process`` outcome (``seq, t, detections, features, alerts``), with the
+        logic's inputs when given (see :meth:`record`)."""
         self.record(
             camera_id, outcome.seq, outcome.t, detections=len(outcome.detections),
-            features=outcome.features, alerts=outcome.alerts,
+            features=outcome.features, alerts=outcome.alerts, inputs=inputs,
         )
+
+    #: The logic worker passes a frame's inputs (``record_outcome(..., inputs=)``) and its ticks to recorders
+    #: that say so; a stand-in with only ``record_outcome(camera_id, outcome)`` keeps working.
+    records_inputs = True
 
     def flush(self) -> None:
         with self._lock:
@@ -103,20 +138,26 @@ class Recorder:
 
     def _flush_locked(self) -> None:
         self._last_flush = time.monotonic()
+        if self._ticks:
+            ticks, self._ticks = self._ticks, []
+            self._write_part("ticks", ticks)
         if not self._rows:
             return
         rows, self._rows = self._rows, []
+        self._write_part("part", rows)
+        self.rows_written += len(rows)
+
+    def _write_part(self, prefix: str, rows: list[dict[str, Any]]) -> None:
         columns: dict[str, None] = {}  # union of the rows' keys, in first-seen order
         for row in rows:
             columns.update(dict.fromkeys(row))
         # (Table.from_pylist would take the columns of the first row only.)
         table = pa.Table.from_pydict({name: [row.get(name) for row in rows] for name in columns})
-        name = f"{self._stem}-{self._parts:06d}.parquet"
+        name = f"{prefix}{self._stem[len('part'):]}-{self._parts:06d}.parquet"
         self._parts += 1
         tmp = self.path / f".{name}.tmp"
         pq.write_table(table, tmp, compression="zstd")
         os.replace(tmp, self.path / name)
-        self.rows_written += len(rows)
         logger.debug("recorder: wrote %d rows to %s", len(rows), name)
 
     def close(self) -> None:
@@ -131,6 +172,33 @@ class Recorder:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _input_columns(inputs: Mapping[str, Any]) -> dict[str, Any]:
+    boxes, scores, class_ids = inputs["candidates"]
+    candidates = {
+        "xyxy": [[float(v) for v in box] for box in boxes],
+        "scores": [float(v) for v in scores],
+        "class_ids": [int(v) for v in class_ids],
+    }
+    arrived = inputs.get("arrived")
+    return {
+        "in_t": float(inputs["t"]),
+        "in_arrived": None if arrived is None else float(arrived),
+        "in_w": int(inputs["src_w"]),
+        "in_h": int(inputs["src_h"]),
+        "in_candidates": json.dumps(candidates, separators=(",", ":")),
+    }
+
+
+def read_ticks(path: str | Path) -> pd.DataFrame:
+    """The recorded ticks under ``path`` (``camera_id, in_order, now, camera_online, alerts``), in order."""
+    parts = sorted(Path(path).glob(TICK_GLOB))
+    frames = [pq.read_table(p).to_pandas() for p in parts]
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return pd.DataFrame(columns=["camera_id", "in_order", "now", "camera_online", "alerts"])
+    return pd.concat(frames, ignore_index=True).sort_values("in_order", kind="stable", ignore_index=True)
 
 
 def read_recording(path: str | Path) -> pd.DataFrame:

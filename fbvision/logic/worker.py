@@ -496,20 +496,33 @@ class LogicWorker:
             if outcome.alerts:
                 alerts.extend(outcome.alerts)
             if self.recorder is not None:
-                to_record.append((cam, outcome))
+                # What the logic was given, for replays (fbvision.logic.playback): the same t, arrival and input.
+                inputs = {"t": t, "arrived": arrived, "src_w": msg.src_w, "src_h": msg.src_h,
+                          "candidates": (msg.boxes, msg.scores, msg.class_ids)}
+                to_record.append((cam, outcome, inputs))
         self._commit(partition, entry_ids=ids, alerts_json=[a.to_json().encode() for a in alerts], cameras=touched)
         # Counted and recorded once committed: a refused batch is judged again (counted, recorded) by the new owner.
         if judged:
             self.counters.incr("results", judged)
-        for cam, outcome in to_record:
-            self._record(cam, outcome)
+        for cam, outcome, inputs in to_record:
+            self._record(cam, outcome, inputs)
         if alerts:
             self.counters.incr("alerts", len(alerts))
         return len(entries)
 
-    def _record(self, camera_id: str, outcome: Any) -> None:
+    def _record(self, camera_id: str, outcome: Any = None, inputs: dict | None = None, *,
+                tick: tuple[float, bool | None, list] | None = None) -> None:
+        """Hand a judged frame (or, with ``tick``, a tick: now, camera_online, alerts) to the recorder. The frame's
+        inputs and the ticks go only to a recorder that takes them (``records_inputs``), for replays."""
+        takes_inputs = getattr(self.recorder, "records_inputs", False)
         try:
-            self.recorder.record_outcome(camera_id, outcome)
+            if tick is not None:
+                if takes_inputs:
+                    self.recorder.record_tick(camera_id, *tick)
+            elif takes_inputs:
+                self.recorder.record_outcome(camera_id, outcome, inputs=inputs)
+            else:
+                self.recorder.record_outcome(camera_id, outcome)
         except Exception:  # the recording is optional: a full disk must not stop the alerts
             if not self.counters.get("recorder_errors"):
                 logger.exception("camera %s: recorder failed (further failures are only counted)", camera_id)
@@ -536,12 +549,14 @@ class LogicWorker:
             try:
                 logic = self._logic_for(cam)
                 alerts = logic.tick_reference(now, camera_online=online)
-                if not alerts:
-                    continue
-                self._commit(partition, alerts_json=[a.to_json().encode() for a in alerts], cameras=[cam])
+                if alerts:
+                    self._commit(partition, alerts_json=[a.to_json().encode() for a in alerts], cameras=[cam])
             except LeaseLost:  # counted, logged, the partition dropped: its cameras are skipped from here on
                 continue
-            self.counters.incr("alerts", len(alerts))
+            if self.recorder is not None:  # every tick moves the logic's state: a replay needs them all
+                self._record(cam, tick=(now, online, alerts))
+            if alerts:
+                self.counters.incr("alerts", len(alerts))
 
 
     def _status_online(self, status: dict | None, now: float) -> bool | None:
