@@ -254,17 +254,154 @@ class CameraOfflineRule(RuleConfig):
     )
 
 
+class LyingTimeLowRule(RuleConfig):
+    """Less than ``min_lying_min`` minutes lying in the camera's rolling time budget window (24 h): no REM sleep.
+
+    Scored on the camera's time budget (one horse stabled there), once the window holds ``min_observed_h``
+    hours of observed time. Off by default: what is low for one horse is normal for another (normal lying
+    time is roughly 3-27 % of the day; REM sleep needs ~30 min lying) - set it from the stable's own data.
+    """
+
+    enabled: bool = Field(default=False, description="Off by default: the threshold needs the stable's own data.")
+    min_lying_min: float = Field(
+        default=30.0, ge=0, le=1440,
+        description="Fewer minutes lying than this in the window is low (REM sleep needs lying; vets cite >= ~30 min).",
+    )
+    min_observed_h: float = Field(
+        default=20.0, gt=0, le=168,
+        description="Hours of observed time (frames, not gaps) the window needs before the rule says anything.",
+    )
+    smoothing: SmoothingConfig = Field(
+        default_factory=lambda: SmoothingConfig(kind=SmoothingKind.none),
+        description="The score already integrates 24 h; no extra smoothing.",
+    )
+    exit_after_s: float = Field(default=600.0, ge=0, le=_DAY_S, description="Back above the threshold this long.")
+    cooldown_s: float = Field(default=6 * 3600.0, ge=0, le=_DAY_S, description="No new episode this soon after one.")
+    escalation: list[EscalationStep] = Field(
+        default_factory=lambda: _steps((0.0, Severity.warning)),
+        min_length=1,
+        description="Warning at once (the condition is already a day long).",
+    )
+
+
+class RestlessRule(RuleConfig):
+    """Many lie-downs + get-ups, or much time moving, in the last ``window_s`` (by default at night only).
+
+    Scored on the camera's time budget. Off by default: how often a horse changes posture or walks at night
+    varies between horses and stables; set the thresholds from the stable's own data.
+    """
+
+    enabled: bool = Field(default=False, description="Off by default: the thresholds need the stable's own data.")
+    window_s: float = Field(
+        default=3600.0, ge=60, le=_DAY_S,
+        description="Window in which transitions and moving time are counted (whole time-budget bins).",
+    )
+    max_transitions: int = Field(
+        default=6, ge=1, le=1000,
+        description="Lie-downs + get-ups in the window at or above which the horse is restless.",
+    )
+    max_moving_min: float = Field(
+        default=20.0, gt=0, le=1440, description="Minutes moving in the window at or above which it is restless.",
+    )
+    night_only: bool = Field(default=True, description="Score only during the time budget's night hours.")
+    min_observed_frac: float = Field(
+        default=0.5, gt=0, le=1, description="Share of the window that must be observed (not a gap) to score.",
+    )
+    smoothing: SmoothingConfig = Field(
+        default_factory=lambda: SmoothingConfig(kind=SmoothingKind.none),
+        description="The score already integrates a window; no extra smoothing.",
+    )
+    exit_after_s: float = Field(default=600.0, ge=0, le=_DAY_S, description="Calm this long to resolve.")
+    cooldown_s: float = Field(default=3600.0, ge=0, le=_DAY_S, description="No new episode this soon after one.")
+    escalation: list[EscalationStep] = Field(
+        default_factory=lambda: _steps((0.0, Severity.warning)),
+        min_length=1,
+        description="Warning at once (the score already spans the window).",
+    )
+
+
 class RulesConfig(_Strict):
     horse_down: HorseDownRule = Field(default_factory=HorseDownRule, description="Prolonged lying.")
     rolling: RollingRule = Field(default_factory=RollingRule, description="Repeated down/up or rolling.")
     too_fast: TooFastRule = Field(default_factory=TooFastRule, description="Sustained fast movement.")
     horse_absent: HorseAbsentRule = Field(default_factory=HorseAbsentRule, description="No horse in view.")
     camera_offline: CameraOfflineRule = Field(default_factory=CameraOfflineRule, description="No frames.")
+    lying_time_low: LyingTimeLowRule = Field(
+        default_factory=LyingTimeLowRule, description="Too little lying in 24 h (off by default)."
+    )
+    restless: RestlessRule = Field(
+        default_factory=RestlessRule, description="Many posture changes or much moving at night (off by default)."
+    )
 
 
 RULE_NAMES: tuple[str, ...] = tuple(RulesConfig.model_fields)
 TRACK_RULES: tuple[str, ...] = ("horse_down", "rolling", "too_fast")
-CAMERA_RULES: tuple[str, ...] = ("horse_absent", "camera_offline")
+CAMERA_RULES: tuple[str, ...] = ("horse_absent", "camera_offline", "lying_time_low", "restless")
+
+
+class TimeBudgetConfig(_Strict):
+    """A horse's day: rolling counters of lying, standing, moving and absent time, lying bouts and posture
+    changes, per track and per camera (``fbvision.logic.timebudget``; ``docs/rules.md``, "A horse's day").
+
+    Time-based, on the results' capture times: a frame's posture holds until the next frame; a frame gap
+    longer than ``max_gap_s`` is *unknown* time (neither lying nor standing) and cuts a bout. Memory is bounded:
+    ``window_s / bin_s`` bins per counter set plus at most ``max_bouts`` bouts.
+    """
+
+    enabled: bool = Field(default=True, description="Keep the counters (per camera and per track).")
+    per_track: bool = Field(
+        default=True, description="Also per track (a track lives as long as the tracker keeps its id)."
+    )
+    window_s: float = Field(default=_DAY_S, ge=3600, le=7 * _DAY_S, description="Rolling window (24 h).")
+    bin_s: float = Field(
+        default=60.0, ge=10, le=3600, description="Counters are kept per bin of this many seconds (per minute)."
+    )
+    max_gap_s: float = Field(
+        default=30.0, gt=0, le=3600,
+        description="Frames further apart than this leave unknown time between them (not lying, not standing).",
+    )
+    bout_gap_s: float = Field(
+        default=300.0, ge=0, le=_DAY_S,
+        description="A lying bout with lying frames on both sides of a gap this short goes on across it (the gap "
+                    "stays unknown time); a longer gap ends it (censored: its true end is unknown).",
+    )
+    min_posture_s: float = Field(
+        default=30.0, ge=0, le=3600,
+        description="A lying, standing or absent spell shorter than this is noise, absorbed by the posture around it.",
+    )
+    min_absent_s: float = Field(
+        default=120.0, ge=0, le=3600,
+        description="The horse unseen for less than this is not absent: the time keeps the posture around it "
+                    "(a missed detection, a track re-confirmed after a loss: ~30-60 s at 0.2 fps).",
+    )
+    moving_speed_bl_s: float = Field(
+        default=0.15, gt=0, le=100,
+        description="Moving when the centroid speed is at least this (body lengths per second; walking ~0.3).",
+    )
+    night_start_h: float = Field(default=20.0, ge=0, lt=24, description="Night starts at this hour (local time).")
+    night_end_h: float = Field(default=6.0, ge=0, lt=24, description="Night ends at this hour (local time).")
+    timezone: str = Field(default="UTC", description="IANA time zone of the stable, for the night hours.")
+    max_bouts: int = Field(default=256, ge=8, le=100_000, description="Lying bouts kept (the newest).")
+    summary_interval_s: float = Field(
+        default=10.0, ge=0, le=3600, description="The summary (rules, metrics, recording) is recomputed this often."
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo
+
+        try:
+            ZoneInfo(value)
+        except Exception as exc:
+            raise ValueError(f"unknown time zone {value!r}: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _sizes(self) -> TimeBudgetConfig:
+        if self.bin_s > self.window_s / 24:
+            raise ValueError(f"bin_s ({self.bin_s}) must be at most window_s / 24 ({self.window_s / 24})")
+        return self
 
 
 class TrackerConfig(_Strict):
@@ -398,6 +535,9 @@ class LogicConfig(_Strict):
     features: FeatureConfig = Field(default_factory=FeatureConfig, description="Feature settings.")
     rules: RulesConfig = Field(
         default_factory=RulesConfig, description="Rule settings (per-camera overridable)."
+    )
+    time_budget: TimeBudgetConfig = Field(
+        default_factory=TimeBudgetConfig, description="A horse's day: rolling 24 h lying/standing/moving counters."
     )
     max_cameras: int = Field(
         default=1024, ge=1, le=1_000_000,

@@ -236,7 +236,8 @@ def enable_prometheus(port: int, addr: str = "127.0.0.1") -> int:
 
     Idempotent: a second call returns the port of the first. Metrics: ``fbvision_stage_latency_seconds``
     (histogram, label ``stage``), ``fbvision_events_total`` (counter, labels ``stage``, ``name``) and
-    ``fbvision_queue_depth`` (gauge, labels ``stage`` - who looked - and ``queue``)."""
+    ``fbvision_queue_depth`` (gauge, labels ``stage`` - who looked - and ``queue``) and ``fbvision_horse_day``
+    (gauge, labels ``camera`` and ``measure``: a camera's rolling 24 h time budget, see :func:`set_time_budget`)."""
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
     with _prom_lock:
@@ -250,9 +251,12 @@ def enable_prometheus(port: int, addr: str = "127.0.0.1") -> int:
         counter = Counter("fbvision_events", "Counted pipeline events", ["stage", "name"], registry=registry)
         gauge = Gauge("fbvision_queue_depth", "Entries waiting in a queue, as last seen", ["stage", "queue"],
                       registry=registry)
+        horse_day = Gauge("fbvision_horse_day", "A camera's rolling 24 h time budget (a horse's day), per measure",
+                          ["camera", "measure"], registry=registry)
         server, _thread = start_http_server(port, addr=addr, registry=registry)
         bound = server.server_address[1]
-        _prom.update(registry=registry, histogram=histogram, counter=counter, gauge=gauge, server=server, port=bound)
+        _prom.update(registry=registry, histogram=histogram, counter=counter, gauge=gauge, horse_day=horse_day,
+                     server=server, port=bound)
     logger.info("prometheus metrics on http://%s:%d/metrics", addr, bound)
     return bound
 
@@ -291,3 +295,23 @@ def set_queue_depth(stage: str, queue: str, depth: int | float) -> None:
     gauge = _prom.get("gauge")
     if gauge is not None:
         gauge.labels(stage=stage, queue=queue).set(depth)  # type: ignore[attr-defined]
+
+
+#: The time-budget measures exported as ``fbvision_horse_day{camera, measure}`` (the rest stay in the report).
+HORSE_DAY_MEASURES: tuple[str, ...] = (
+    "observed_s", "unknown_s", "lying_min", "lying_pct", "bouts", "longest_bout_min", "mean_bout_min",
+    "current_bout_min", "lie_downs_per_h", "get_ups_per_h", "restless_moving_min_per_h", "night_transitions_per_h",
+    "absent_min",
+)
+
+
+def set_time_budget(camera_id: str, values: Mapping[str, float]) -> None:
+    """Export a camera's time budget (``TimeBudgetSummary.gauges()``) as gauges (Prometheus only; a no-op when
+    off). Only :data:`HORSE_DAY_MEASURES`; an undefined value (NaN: nothing observed yet) is exported as NaN."""
+    gauge = _prom.get("horse_day")
+    if gauge is None:
+        return
+    for measure in HORSE_DAY_MEASURES:
+        value = values.get(measure)
+        if isinstance(value, (int, float)):
+            gauge.labels(camera=camera_id, measure=measure).set(float(value))  # type: ignore[attr-defined]

@@ -7,6 +7,7 @@
 * :mod:`~fbvision.lab.errormodel` - the detector's measured error model (``DEMO_MODEL_ERRORS``);
 * :mod:`~fbvision.lab.groundtruth` - expected alerts of a scenario and the matching of raised ones;
 * :mod:`~fbvision.lab.draw` / :mod:`~fbvision.lab.replay` - annotated frames, previews and alert snapshots.
+* :mod:`~fbvision.lab.horseday` - 24 h synthetic days per scenario family and their time budget vs the script.
 
 The lab may import any stage; no stage imports the lab (the import contract in pyproject.toml).
 ``from fbvision import lab`` gives the names of the first four modules directly.

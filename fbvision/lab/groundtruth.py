@@ -44,6 +44,8 @@ RULE_TRUTH: dict[str, RuleTruth] = {
     ),
     "horse_absent": RuleTruth(why="no scripted behaviour takes the horse out of view"),
     "camera_offline": RuleTruth(why="a camera fault, not a behaviour of the scene"),
+    "lying_time_low": RuleTruth(why="a 24 h time budget: scored on a synthetic day (fbvision.lab.horseday)"),
+    "restless": RuleTruth(why="posture changes per hour at night: scored on a synthetic day (fbvision.lab.horseday)"),
 }
 #: Which ground-truth behaviours make each rule's condition true (the rules that have any).
 RULE_BEHAVIOURS: dict[str, frozenset[str]] = {

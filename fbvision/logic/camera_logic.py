@@ -37,6 +37,7 @@ from fbvision.logic.features import FeatureExtractor, TrackFeatures
 from fbvision.logic.filters import apply_nms, filter_candidates
 from fbvision.logic.rules import OnTick, Rule, RuleContext, Scope
 from fbvision.logic.smoothing import EpisodeTracker, SignalFilter, Transition, build_filter, episode_tracker
+from fbvision.logic.timebudget import ABSENT, LYING, STANDING, TimeBudget, TimeBudgetSummary
 from fbvision.logic.tracking import CameraTracker
 
 logger = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ class FrameOutcome:
     features: list[TrackFeatures]
     alerts: list[AlertEvent]
     signals: list[RuleSignal] = field(default_factory=list)
+    time_budget: TimeBudgetSummary | None = None  # the camera's (a horse's day), as last summarised
 
 
 @dataclass
@@ -132,6 +134,11 @@ class CameraLogic:
             default=0.0,
         )
         self._postures: dict[int, deque[tuple[float, bool]]] = {}
+        # A horse's day (fbvision.logic.timebudget): the camera's (one horse in view) and each track's.
+        budget_cfg = config.time_budget
+        self._budget = TimeBudget(budget_cfg) if budget_cfg.enabled else None
+        self._track_budgets: dict[int, TimeBudget] = {}
+        self._budget_centres: dict[int, tuple[float, float, float]] = {}  # track -> last (t, cx, cy) seen
         self._last_seen: dict[int, float | None] = {}  # known tracks; None: restored, not seen yet
         self._first_t: float | None = None
         self._last_frame_t: float | None = None
@@ -233,12 +240,74 @@ class CameraLogic:
                 self._last_seen[f.track_id] = t
                 self._record_posture(f)
             alerts += self._evaluate_track(f, signals)
+        summary = self._update_budgets(t, features, present)
 
         alerts += self._evaluate_camera(
             self._after_track_rules, t, seq, signals, last_frame_t=previous_t, present_tracks=present
         )
         self._forget_stale_tracks(t)
-        return FrameOutcome(seq, t, detections, features, alerts, signals)
+        return FrameOutcome(seq, t, detections, features, alerts, signals, summary)
+
+    def _update_budgets(self, t: float, features: Sequence[TrackFeatures], present: int) -> TimeBudgetSummary | None:
+        """Feed the time budgets: each known track's (absent when not seen), and the camera's while exactly one
+        horse is in view (none: absent; two or more: unknown time - whose posture would it be?)."""
+        budget = self._budget
+        if budget is None:
+            return None
+        cfg = self.config.time_budget
+        seen = None
+        for f in features:
+            posture = (LYING if f.lying else STANDING) if f.present else ABSENT
+            moving = f.present and self._budget_speed(f, cfg.max_gap_s) >= cfg.moving_speed_bl_s
+            if f.present:
+                seen = (posture, moving)
+            if cfg.per_track:
+                track_budget = self._track_budgets.get(f.track_id)
+                if track_budget is None:
+                    track_budget = self._track_budgets[f.track_id] = TimeBudget(cfg)
+                track_budget.observe(t, posture, moving)
+        if present == 0:
+            budget.observe(t, ABSENT, False)
+        elif present == 1 and seen is not None:
+            budget.observe(t, *seen)
+        else:
+            budget.gap()
+        return budget.summary(t)
+
+    def _budget_speed(self, f: TrackFeatures, max_gap_s: float) -> float:
+        """The track's speed (body lengths/s): the feature's (over ``speed_window_s``) where it has one, else -
+        at frame rates below ~1 fps - the centroid's displacement since the track's previous frame (NaN
+        after more than ``max_gap_s``)."""
+        if f.box is None:
+            return NAN
+        x1, y1, x2, y2 = f.box
+        centre = (f.t, (x1 + x2) / 2, (y1 + y2) / 2)
+        previous = self._budget_centres.get(f.track_id)
+        self._budget_centres[f.track_id] = centre
+        if math.isfinite(f.speed_bl_s):
+            return f.speed_bl_s
+        body = max(x2 - x1, y2 - y1)
+        if previous is None or body <= 0 or not 0 < f.t - previous[0] <= max_gap_s:
+            return NAN
+        return math.hypot(centre[1] - previous[1], centre[2] - previous[2]) / (f.t - previous[0]) / body
+
+    def time_budget(self, t: float | None = None) -> TimeBudgetSummary | None:
+        """The camera's time budget (a horse's day) over the window ending at ``t`` (default: the last frame)."""
+        return None if self._budget is None else self._budget.summary(t)
+
+    def track_time_budgets(self, t: float | None = None) -> dict[int, TimeBudgetSummary]:
+        """Each known track's time budget (tracks are forgotten with their counters, see ``relink_s``)."""
+        out = {}
+        for track_id, budget in sorted(self._track_budgets.items()):
+            summary = budget.summary(t)
+            if summary is not None:
+                out[track_id] = summary
+        return out
+
+    @property
+    def budget(self) -> TimeBudget | None:
+        """The camera's :class:`~fbvision.logic.timebudget.TimeBudget` (None when ``time_budget.enabled`` is off)."""
+        return self._budget
 
     def tick_reference(self, now: float, camera_online: bool | None = None) -> list[AlertEvent]:
         """:meth:`tick` at reference-clock time ``now``, judged by arrivals: the camera's time moves on from its
@@ -337,6 +406,7 @@ class CameraLogic:
                 frame=True,
                 last_frame_t=last_frame_t,
                 camera_online=True,
+                budget=self._budget,
             )
             alerts += self._evaluate(rule, None, ctx, seq, signals)
         return alerts
@@ -432,6 +502,8 @@ class CameraLogic:
             del self._last_seen[track_id]
             self._features.forget(track_id)
             self._postures.pop(track_id, None)
+            self._track_budgets.pop(track_id, None)
+            self._budget_centres.pop(track_id, None)
             for key in keys:
                 self._states.pop(key, None)
 

@@ -5,7 +5,10 @@ track_id, t, seq, aspect, rel_height, bottom, speed_bl_s, confidence, present, l
 x1, y1, x2, y2``) plus ``detections`` (detections kept in that frame) and ``alerts`` (the events of that
 frame for that track, ``rule:state:severity`` joined with ``;``). A frame without tracks still gets one row
 (``track_id`` null) so the notebooks see every frame and the camera-level alerts (which go on the frame's
-first row).
+first row). The camera's time budget (a horse's day, :mod:`fbvision.logic.timebudget`) as it stood at that frame
+goes on every row of the frame: ``tb_posture`` (confirmed posture: lying, standing, absent or null),
+``tb_lying_min``, ``tb_bouts``, ``tb_longest_bout_min``, ``tb_lie_downs``, ``tb_get_ups``, ``tb_observed_h``
+(rolling 24 h; NaN/null without a time budget).
 
 For replays (:mod:`fbvision.logic.playback`) the logic worker also records what the logic was given: on a
 frame's first row ``in_order`` (the recorder's running number of frames and ticks, the order they were
@@ -39,6 +42,17 @@ logger = logging.getLogger(__name__)
 
 PART_GLOB = "part-*.parquet"
 TICK_GLOB = "ticks-*.parquet"
+#: Time-budget columns (``tb_<field>``) and the TimeBudgetSummary fields they come from (observed_h: /3600).
+TIME_BUDGET_COLUMNS = ("tb_posture", "tb_lying_min", "tb_bouts", "tb_longest_bout_min", "tb_lie_downs", "tb_get_ups",
+                       "tb_observed_h")
+
+
+def _budget_columns(summary: Any) -> dict[str, Any]:
+    if summary is None:
+        return {}
+    return {"tb_posture": summary.posture, "tb_lying_min": float(summary.lying_min), "tb_bouts": int(summary.bouts),
+            "tb_longest_bout_min": float(summary.longest_bout_min), "tb_lie_downs": int(summary.lie_downs),
+            "tb_get_ups": int(summary.get_ups), "tb_observed_h": float(summary.observed_s) / 3600.0}
 
 
 def _alert_text(alerts: Iterable[Any]) -> str:
@@ -75,11 +89,14 @@ class Recorder:
         features: Sequence[Any] = (),
         alerts: Sequence[Any] = (),
         inputs: Mapping[str, Any] | None = None,
+        time_budget: Any = None,
     ) -> None:
         """Log one processed frame: ``features`` are TrackFeatures, ``alerts`` AlertEvents of that frame;
         ``inputs`` (optional): what the logic was given - ``t``, ``arrived``, ``src_w``, ``src_h`` and
-        ``candidates`` (boxes, scores, class ids) - written on the frame's first row for replays."""
-        frame = {"camera_id": camera_id, "seq": int(seq), "t": float(t), "detections": int(detections)}
+        ``candidates`` (boxes, scores, class ids) - written on the frame's first row for replays;
+        ``time_budget`` the camera's TimeBudgetSummary (or None)."""
+        frame = {"camera_id": camera_id, "seq": int(seq), "t": float(t), "detections": int(detections),
+                 **_budget_columns(time_budget)}
         by_track: dict[int | None, list[Any]] = {}
         for alert in alerts:
             by_track.setdefault(alert.track_id, []).append(alert)
@@ -126,6 +143,7 @@ class Recorder:
         self.record(
             camera_id, outcome.seq, outcome.t, detections=len(outcome.detections),
             features=outcome.features, alerts=outcome.alerts, inputs=inputs,
+            time_budget=getattr(outcome, "time_budget", None),
         )
 
     #: The logic worker passes a frame's inputs (``record_outcome(..., inputs=)``) and its ticks to recorders

@@ -31,12 +31,15 @@ from fbvision.core.logic_config import (
     RULE_NAMES,
     TRACK_RULES,
     CameraOfflineRule,
+    LyingTimeLowRule,
+    RestlessRule,
     RollingRule,
     RuleConfig,
     RulesConfig,
     TooFastRule,
 )
 from fbvision.logic.features import TrackFeatures
+from fbvision.logic.timebudget import TimeBudget
 
 logger = logging.getLogger(__name__)
 
@@ -166,13 +169,14 @@ class RuleContext:
     frame: bool = True  # a frame arrived at t (False: a tick)
     last_frame_t: float | None = None  # the camera's frame before the one at t (on a tick: its last frame)
     camera_online: bool | None = None  # ticks: what the camera manager says (None: nothing); frames: True
+    budget: TimeBudget | None = None  # camera rules, after tracking: the camera's time budget (a horse's day)
 
 
 #: The situation fields of :class:`RuleContext` a rule of each scope may read (list them in ``Rule.inputs``).
 INPUTS: Mapping[Scope, frozenset[str]] = types.MappingProxyType(
     {
         Scope.track: frozenset({"features", "postures"}),
-        Scope.camera: frozenset({"present_tracks", "frame", "last_frame_t", "camera_online"}),
+        Scope.camera: frozenset({"present_tracks", "frame", "last_frame_t", "camera_online", "budget"}),
     }
 )
 
@@ -245,8 +249,8 @@ class Rule:
 
     @property
     def reads_tracks(self) -> bool:
-        """Scored after the frame's tracks (it reads ``present_tracks``); else as the frame arrives."""
-        return "present_tracks" in self.inputs
+        """Scored after the frame's tracks (it reads ``present_tracks`` or ``budget``); else as the frame arrives."""
+        return bool(self.inputs & {"present_tracks", "budget"})
 
     @property
     def from_features(self) -> bool:
@@ -313,6 +317,48 @@ def _frames_fresh(ctx: RuleContext) -> bool:
     """A frame came within camera_offline's ``stale_after_s``: without frames nobody can say whether the
     horse is there (camera_offline covers that)."""
     return ctx.last_frame_t is not None and ctx.t - ctx.last_frame_t < ctx.rules.camera_offline.stale_after_s
+
+
+def lying_time_low(lying_min: float, observed_h: float, params: LyingTimeLowRule) -> float | None:
+    """1.0 when fewer than ``min_lying_min`` minutes lying in the window; None until ``min_observed_h`` observed."""
+    if observed_h < params.min_observed_h:
+        return None
+    return 1.0 if lying_min < params.min_lying_min else 0.0
+
+
+def restless(transitions: float, moving_s: float, observed_s: float, window_s: float, night: bool,
+             params: RestlessRule) -> float | None:
+    """1.0 when lie-downs + get-ups reach ``max_transitions`` or moving time ``max_moving_min`` in the window;
+    0.0 by day when ``night_only``; None while less than ``min_observed_frac`` of the window was observed."""
+    if params.night_only and not night:
+        return 0.0
+    if observed_s < params.min_observed_frac * window_s:
+        return None
+    return 1.0 if transitions >= params.max_transitions or moving_s >= 60.0 * params.max_moving_min else 0.0
+
+
+def _score_lying_time_low(ctx: RuleContext) -> Score:
+    budget = ctx.budget
+    summary = budget.summary(ctx.t) if budget is not None else None
+    if summary is None:
+        return Score(None)
+    params = cast(LyingTimeLowRule, ctx.params)
+    observed_h = summary.observed_s / 3600.0
+    return Score(lying_time_low(summary.lying_min, observed_h, params),
+                 {"lying_min": summary.lying_min, "observed_h": observed_h, "bouts": float(summary.bouts)})
+
+
+def _score_restless(ctx: RuleContext) -> Score:
+    budget = ctx.budget
+    if budget is None or budget.last_t is None:
+        return Score(None)
+    params = cast(RestlessRule, ctx.params)
+    sums = budget.window_sums(ctx.t, params.window_s)
+    transitions = sums["lie_downs"] + sums["get_ups"]
+    value = restless(transitions, sums["moving_s"], sums["observed_s"], params.window_s, budget.is_night(ctx.t),
+                     params)
+    return Score(value, {"transitions": transitions, "moving_min": sums["moving_s"] / 60.0,
+                         "observed_min": sums["observed_s"] / 60.0})
 
 
 _REGISTRY: dict[str, Rule] = {}
@@ -431,6 +477,27 @@ register(
         on_tick=OnTick.hold,
         hold_while=_frames_fresh,
         doc="No confirmed horse track in this frame; ticks only move its clock while frames are fresh.",
+    )
+)
+register(
+    Rule(
+        "lying_time_low",
+        Scope.camera,
+        _score_lying_time_low,
+        camera_evidence,
+        inputs=frozenset({"budget"}),
+        doc="Fewer than min_lying_min minutes lying in the camera's rolling 24 h time budget (off by default).",
+    )
+)
+register(
+    Rule(
+        "restless",
+        Scope.camera,
+        _score_restless,
+        camera_evidence,
+        inputs=frozenset({"budget"}),
+        doc="max_transitions lie-downs + get-ups, or max_moving_min minutes moving, within window_s "
+        "(at night by default; off by default).",
     )
 )
 check_registry()

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 from fbvision.core.candidates import Candidates
 from fbvision.core.clock import ReferenceClock
 from fbvision.core.loop import Backoff, LogThrottle, StageLoop
-from fbvision.core.metrics import Counters, LatencyStats, snapshot, stage_durations
+from fbvision.core.metrics import Counters, LatencyStats, set_time_budget, snapshot, stage_durations
 from fbvision.core.transport import (
     LEASE_TOKEN_SEP,
     REDIS_ID_RE,
@@ -574,10 +574,23 @@ class LogicWorker:
         return status.get("state") == "online"
 
     # -- reporting and shutdown --------------------------------------------------------------------
+    def time_budgets(self) -> dict[str, dict]:
+        """Each owned camera's time budget (a horse's day, rolling 24 h) as JSON-able dicts; exported as
+        Prometheus gauges on the way (``fbvision_horse_day``)."""
+        out: dict[str, dict] = {}
+        for cam, logic in sorted(self._logics.items()):
+            summary = logic.time_budget()
+            if summary is None:
+                continue
+            out[cam] = summary.to_dict()
+            set_time_budget(cam, summary.gauges())
+        return out
+
     def snapshot(self) -> dict[str, object]:
         return snapshot(
             self.latency, self.counters, worker_id=self.worker_id, partitions=sorted(self.held),
             cameras=sorted(self._logics), live_workers=len(self._live_workers), clock=self.ref_clock.report(),
+            time_budget=self.time_budgets(),
         )
 
     def report(self) -> None:

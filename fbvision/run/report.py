@@ -145,6 +145,69 @@ def ground_truth_section(run: PipelineRun, alerts: list[dict], ended_at: float, 
             "not_run": not_run}
 
 
+#: The time-budget columns of the report (``TimeBudgetSummary`` fields), in table order.
+TIME_BUDGET_FIELDS = ("observed_s", "unknown_s", "lying_min", "lying_pct", "bouts", "bouts_censored",
+                      "longest_bout_min", "mean_bout_min", "current_bout_min", "lie_downs", "get_ups",
+                      "lie_downs_per_h", "get_ups_per_h", "night_observed_h", "restless_moving_min_per_h",
+                      "night_transitions_per_h", "absent_min", "posture", "window_s", "covered_s", "t")
+
+
+def time_budget_section(state: dict) -> dict[str, dict]:
+    """Per camera: its rolling 24 h time budget (a horse's day) as the logic workers last published it (the
+    newest per camera). Snapshots are JSON anyone with Redis access can write: only known fields with numbers
+    (or a posture name) are kept."""
+    out: dict[str, dict] = {}
+    for name, snap in sorted((state.get("snapshots") or {}).items()):
+        if not (isinstance(name, str) and name.startswith("logic:") and isinstance(snap, dict)):
+            continue
+        budgets = snap.get("time_budget")
+        if not isinstance(budgets, dict):
+            continue
+        for cam, summary in budgets.items():
+            if not isinstance(cam, str) or not isinstance(summary, dict):
+                continue
+            clean: dict = {}
+            for key in TIME_BUDGET_FIELDS:
+                value = summary.get(key)
+                if key == "posture":
+                    clean[key] = value if value in ("lying", "standing", "absent") else None
+                elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                    clean[key] = value
+                else:
+                    clean[key] = None
+            previous = out.get(cam)
+            if previous is None or (clean["t"] or 0) >= (previous.get("t") or 0):
+                out[cam] = clean
+    return out
+
+
+def time_budget_lines(budgets: dict | None) -> list[str]:
+    """The report's "A horse's day" section (Markdown)."""
+    if not budgets:
+        return []
+
+    def num(value: object, digits: int = 1) -> str:
+        return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "-"
+
+    lines = ["## A horse's day (rolling 24 h per camera, one horse in view)", "",
+             "Lying time and bouts from the results' capture times; gaps (no frames, or two horses in view) are "
+             "unknown time, in no posture. Rates are per observed hour; restlessness over the night hours only "
+             "(`logic.time_budget`, docs/rules.md).", "",
+             "| camera | observed h | unknown h | lying min | lying % | bouts | longest min | mean min | "
+             "downs/h | ups/h | night moving min/h | night changes/h | absent min | now |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for cam, b in sorted(budgets.items()):
+        hours = {k: (b[k] / 3600.0 if isinstance(b.get(k), (int, float)) else None) for k in ("observed_s", "unknown_s")}
+        cam = str(cam)[:80].replace("|", "/")
+        lines.append(
+            f"| {cam} | {num(hours['observed_s'], 2)} | {num(hours['unknown_s'], 2)} | {num(b.get('lying_min'))} "
+            f"| {num(b.get('lying_pct'))} | {b.get('bouts') if b.get('bouts') is not None else '-'} "
+            f"| {num(b.get('longest_bout_min'))} | {num(b.get('mean_bout_min'))} | {num(b.get('lie_downs_per_h'), 2)} "
+            f"| {num(b.get('get_ups_per_h'), 2)} | {num(b.get('restless_moving_min_per_h'))} "
+            f"| {num(b.get('night_transitions_per_h'), 2)} | {num(b.get('absent_min'))} | {b.get('posture') or '-'} |")
+    return [*lines, ""]
+
+
 def build_report(run: PipelineRun, ended_at: float) -> dict:
     state = collect(run)
     alerts = read_alerts(run)
@@ -200,6 +263,12 @@ def build_report(run: PipelineRun, ended_at: float) -> dict:
     except Exception as exc:
         logger.exception("run report: camera table failed")
         report["camera_runs"] = {"error": f"{type(exc).__name__}: {exc}"}
+    try:
+        report["time_budget"] = time_budget_section(state)
+    except Exception as exc:
+        logger.exception("run report: time budget failed")
+        report["time_budget"] = {}
+        report["time_budget_error"] = f"{type(exc).__name__}: {exc}"
     try:
         report["ground_truth"] = ground_truth_section(run, alerts, ended_at, state)
     except Exception as exc:
@@ -286,6 +355,10 @@ def render_markdown(r: dict) -> str:
     for a in r["alerts"]:
         lines.append(f"| {_ts(a['updated_at'])} | {a['camera_id']} | {a['rule']} | {a['severity']} | {a['state']} "
                      f"| {a['track_id']} |")
+    if r.get("time_budget"):
+        lines += ["", *time_budget_lines(r["time_budget"])]
+    if r.get("time_budget_error"):
+        lines += ["", f"Time budget failed: {r['time_budget_error']}"]
     gt = r.get("ground_truth")
     if gt:
         s = gt["summary"]

@@ -178,7 +178,7 @@ def test_registry_covers_exactly_the_rules_of_the_config_with_their_scopes():
         assert rules.lookup(name).scope is rules.Scope.camera
     rules.check_registry()  # what the import ran
     # Evaluation order (= the order of a frame's alerts) is what CameraLogic always did.
-    assert names == ["camera_offline", "horse_down", "too_fast", "rolling", "horse_absent"]
+    assert names == ["camera_offline", "horse_down", "too_fast", "rolling", "horse_absent", "lying_time_low", "restless"]
     with pytest.raises(KeyError, match="no rule 'horse_asleep'"):
         rules.lookup("horse_asleep")
 
@@ -403,7 +403,9 @@ def dummy_rules():
     finally:
         for rule in registered:
             rules.unregister(rule.name)
-    assert [r.name for r in rules.registered()] == ["camera_offline", "horse_down", "too_fast", "rolling", "horse_absent"]
+    assert [r.name for r in rules.registered()] == [
+        "camera_offline", "horse_down", "too_fast", "rolling", "horse_absent", "lying_time_low", "restless"
+    ]
 
 
 def _frames(logic, boxes, fps=5.0, t0=1000.0):
