@@ -235,8 +235,9 @@ def enable_prometheus(port: int, addr: str = "127.0.0.1") -> int:
     """Serve ``/metrics`` on ``addr:port`` (port 0: a free one) and feed it from now on; returns the port.
 
     Idempotent: a second call returns the port of the first. Metrics: ``fbvision_stage_latency_seconds``
-    (histogram, label ``stage``), ``fbvision_events_total`` (counter, labels ``stage``, ``name``) and
-    ``fbvision_queue_depth`` (gauge, labels ``stage`` - who looked - and ``queue``)."""
+    (histogram, label ``stage``), ``fbvision_events_total`` (counter, labels ``stage``, ``name``),
+    ``fbvision_queue_depth`` (gauge, labels ``stage`` - who looked - and ``queue``) and ``fbvision_stage_gauge``
+    (gauge, labels ``stage``, ``name``: levels such as the inference worker's ``engine_busy_fraction``)."""
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
     with _prom_lock:
@@ -250,9 +251,12 @@ def enable_prometheus(port: int, addr: str = "127.0.0.1") -> int:
         counter = Counter("fbvision_events", "Counted pipeline events", ["stage", "name"], registry=registry)
         gauge = Gauge("fbvision_queue_depth", "Entries waiting in a queue, as last seen", ["stage", "queue"],
                       registry=registry)
+        stage_gauge = Gauge("fbvision_stage_gauge", "A stage's last measured level (e.g. engine_busy_fraction)",
+                            ["stage", "name"], registry=registry)
         server, _thread = start_http_server(port, addr=addr, registry=registry)
         bound = server.server_address[1]
-        _prom.update(registry=registry, histogram=histogram, counter=counter, gauge=gauge, server=server, port=bound)
+        _prom.update(registry=registry, histogram=histogram, counter=counter, gauge=gauge, stage_gauge=stage_gauge,
+                     server=server, port=bound)
     logger.info("prometheus metrics on http://%s:%d/metrics", addr, bound)
     return bound
 
@@ -291,3 +295,11 @@ def set_queue_depth(stage: str, queue: str, depth: int | float) -> None:
     gauge = _prom.get("gauge")
     if gauge is not None:
         gauge.labels(stage=stage, queue=queue).set(depth)  # type: ignore[attr-defined]
+
+
+def set_gauge(stage: str, name: str, value: int | float) -> None:
+    """Report a stage's level ``name`` (a fraction, a size: not a count), as last measured (Prometheus only;
+    a no-op when off)."""
+    gauge = _prom.get("stage_gauge")
+    if gauge is not None:
+        gauge.labels(stage=stage, name=name).set(value)  # type: ignore[attr-defined]
