@@ -155,7 +155,8 @@ def describe_model(path: Path) -> dict:
 
 #: The benchmarks' engine labels (``RunSpec.engine``, the suites): 'ort' is ONNX Runtime with the config's
 #: providers; 'torch[-cuda|-cpu][-fp16][-graphs]' is the PyTorch engine on that device, FP16, with CUDA graphs.
-ENGINE_SPECS = "'ort' or 'torch[-cuda|-cpu][-fp16][-graphs]'"
+#: 'sim[:<profile>[:<overhead ms>]]' is the SIMULATED accelerator (fbvision.inference.engines.sim), 'null' no model.
+ENGINE_SPECS = "'ort', 'torch[-cuda|-cpu][-fp16][-graphs]', 'sim[:<profile>[:<overhead ms>]]' or 'null'"
 
 
 def make_engine(model, spec: str = "ort", *, max_batch: int | None = None, **fields):
@@ -170,6 +171,16 @@ def make_engine(model, spec: str = "ort", *, max_batch: int | None = None, **fie
     from fbvision.inference.engines import ENGINES, build_engine
 
     base = model if isinstance(model, ModelConfig) else ModelConfig(path=Path(model))
+    if spec.split(":")[0] in ("sim", "null"):
+        name, *sim = spec.split(":")
+        if len(sim) > 2 or (name == "null" and sim):
+            raise ValueError(f"unknown engine spec {spec!r}; expected {ENGINE_SPECS}")
+        if sim:
+            fields["sim_profile"] = sim[0]
+        if len(sim) == 2:
+            fields["sim_overhead_ms"] = float(sim[1])
+        config = ModelConfig.model_validate({**base.model_dump(), **fields, "engine": name})
+        return build_engine(config, max_batch=max_batch)
     name, *options = spec.split("-")
     known = {"cuda", "cpu", "fp16", "graphs"} if name == "torch" else set()
     if name not in ENGINES or not set(options) <= known or ("cuda" in options and "cpu" in options):

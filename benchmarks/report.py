@@ -408,6 +408,26 @@ def _autotune_section(doc: dict, results_dir: Path) -> list[str]:
     return lines
 
 
+def _sim_section(doc: dict) -> list[str]:
+    busy, batching = by_kind(doc, "sim_accelerator_busy"), by_kind(doc, "sim_accelerator_batching")
+    if not busy and not batching:
+        return []
+    lines = ["## 6. SIMULATED accelerator", "", "**Simulated, not measured on a GPU**: the engine sleeps a profile "
+             "derived from published YOLO11n figures (docs/benchmarks.md, \"Simulated accelerator\"); Redis, "
+             "decode, result encoding and publishing are real.", "",
+             "| run | engine | max batch | pipeline | frames/s | engine busy |", "|---|---|---:|---|---:|---:|"]
+    for b in busy + batching:
+        info = b["extra_info"]
+        for mode, r in info["rows"].items():
+            lines.append(f"| {mode} | {info['provider']} | {r['max_batch']} | {'yes' if r['pipeline'] else 'no'} | "
+                         f"{r['frames_per_s']:.1f} | {100 * r['engine_busy_fraction']:.1f} % |")
+    for b in batching:
+        info = b["extra_info"]
+        lines += ["", f"Batched / sequential with {info['overhead_ms']:g} ms per call: **{info['ratio']:.2f}x** "
+                  f"(the engine alone: {info['engine_ratio']:.2f}x)."]
+    return lines + [""]
+
+
 def _gpu_section(gpu: list[dict]) -> list[str]:
     lines = ["## GPU", ""]
     if not gpu:
@@ -465,6 +485,7 @@ def build(json_path: Path, out: Path | None = None) -> Path:
     lines += _overload_section(doc, plots["memory"])
     lines += _micro_section(doc)
     lines += _autotune_section(doc, out)
+    lines += _sim_section(doc)
     lines += _gpu_section(gpu)
     report = out / "REPORT.md"
     report.write_text("\n".join(lines) + "\n")

@@ -97,10 +97,20 @@ class ModelConfig(Strict):
         description="ONNX model with a dynamic batch dimension. A relative path is looked up beside the config file, "
         "then in the current directory, then in the package's data (fbvision/data: the demo model).",
     )
-    engine: Literal["ort", "torch"] = Field(
+    engine: Literal["ort", "torch", "sim", "null"] = Field(
         "ort",
         description="What runs the model: 'ort' = ONNX Runtime (the providers below, in order); 'torch' = the same "
-        "ONNX file run by PyTorch (CUDA FP16 when a GPU is there, else CPU; needs torch + onnx installed).",
+        "ONNX file run by PyTorch (CUDA FP16 when a GPU is there, else CPU; needs torch + onnx installed); "
+        "'sim' = a SIMULATED accelerator (sleeps sim_profile's time, returns no detection: benchmarks and tests "
+        "only); 'null' = no model at all (returns at once, no detection).",
+    )
+    sim_profile: str = Field(
+        "t4-trt-fp16-320", pattern=r"^[a-z0-9][a-z0-9.\-]{0,63}$",
+        description="model.engine: sim only - the SIMULATED accelerator's timing profile (a + b x batch ms; "
+        "names and sources in docs/benchmarks.md), e.g. t4-trt-fp16-320, t4-ort-cuda-320, null.",
+    )
+    sim_overhead_ms: float = Field(
+        0.0, ge=0, le=10_000, description="model.engine: sim only - extra simulated milliseconds per call."
     )
     providers: list[Literal["tensorrt", "cuda", "cpu"]] = Field(
         ["tensorrt", "cuda", "cpu"], min_length=1, description="Execution providers to try, in order."
@@ -130,6 +140,10 @@ class InferenceConfig(Strict):
         3.0, gt=0, le=120, description="Time the start-up auto-tune may spend measuring batch sizes."
     )
     decode_threads: int = Field(4, ge=1, le=64, description="Threads decoding JPEGs in parallel (OpenCV frees the GIL).")
+    pipeline: bool = Field(
+        True, description="Overlap the model with the CPU work: while the engine runs batch k, batch k+1 is popped "
+        "and decoded and batch k-1's results are published (false: the serial loop pop -> decode -> infer -> publish).",
+    )
     conf_floor: float = Field(
         0.05, ge=0, le=1, description="Candidates below this score are not shipped to the logic stage."
     )

@@ -235,9 +235,11 @@ def enable_prometheus(port: int, addr: str = "127.0.0.1") -> int:
     """Serve ``/metrics`` on ``addr:port`` (port 0: a free one) and feed it from now on; returns the port.
 
     Idempotent: a second call returns the port of the first. Metrics: ``fbvision_stage_latency_seconds``
-    (histogram, label ``stage``), ``fbvision_events_total`` (counter, labels ``stage``, ``name``) and
-    ``fbvision_queue_depth`` (gauge, labels ``stage`` - who looked - and ``queue``) and ``fbvision_horse_day``
-    (gauge, labels ``camera`` and ``measure``: a camera's rolling 24 h time budget, see :func:`set_time_budget`)."""
+    (histogram, label ``stage``), ``fbvision_events_total`` (counter, labels ``stage``, ``name``),
+    ``fbvision_queue_depth`` (gauge, labels ``stage`` - who looked - and ``queue``), ``fbvision_stage_gauge``
+    (gauge, labels ``stage``, ``name``: levels such as the inference worker's ``engine_busy_fraction``) and
+    ``fbvision_horse_day`` (gauge, labels ``camera`` and ``measure``: a camera's rolling 24 h time budget, see
+    :func:`set_time_budget`)."""
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
     with _prom_lock:
@@ -253,9 +255,12 @@ def enable_prometheus(port: int, addr: str = "127.0.0.1") -> int:
                       registry=registry)
         horse_day = Gauge("fbvision_horse_day", "A camera's rolling 24 h time budget (a horse's day), per measure",
                           ["camera", "measure"], registry=registry)
+        stage_gauge = Gauge("fbvision_stage_gauge", "A stage's last measured level (e.g. engine_busy_fraction)",
+                            ["stage", "name"], registry=registry)
         server, _thread = start_http_server(port, addr=addr, registry=registry)
         bound = server.server_address[1]
         _prom.update(registry=registry, histogram=histogram, counter=counter, gauge=gauge, horse_day=horse_day,
+                     stage_gauge=stage_gauge,
                      server=server, port=bound)
     logger.info("prometheus metrics on http://%s:%d/metrics", addr, bound)
     return bound
@@ -315,3 +320,11 @@ def set_time_budget(camera_id: str, values: Mapping[str, float]) -> None:
         value = values.get(measure)
         if isinstance(value, (int, float)):
             gauge.labels(camera=camera_id, measure=measure).set(float(value))  # type: ignore[attr-defined]
+
+
+def set_gauge(stage: str, name: str, value: int | float) -> None:
+    """Report a stage's level ``name`` (a fraction, a size: not a count), as last measured (Prometheus only;
+    a no-op when off)."""
+    gauge = _prom.get("stage_gauge")
+    if gauge is not None:
+        gauge.labels(stage=stage, name=name).set(value)  # type: ignore[attr-defined]

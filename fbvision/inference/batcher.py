@@ -91,17 +91,21 @@ class Batcher:
         n = sum(count for _, count in self._arrivals)
         return self.rate_window_s / n if n else None
 
-    def next(self) -> Batch:
+    def next(self, first_wait_s: float | None = None) -> Batch:
         """One batch (possibly empty after ``first_wait_s`` with nothing fresh). Exceptions of ``pop``
-        (e.g. TransportUnavailable) propagate; frames already popped in this call are then lost (ephemeral)."""
+        (e.g. TransportUnavailable) propagate; frames already popped in this call are then lost (ephemeral).
+
+        ``first_wait_s`` overrides the attribute for this call (the pipelined worker, with a batch on the engine,
+        only looks: a few ms)."""
         batch = Batch()
         started = self.clock()
         first_at: float | None = None
+        first_wait = self.first_wait_s if first_wait_s is None else float(first_wait_s)
         max_wait_s = max(self.max_wait_ms, 0.0) / 1000.0
         while True:
             now = self.clock()
             if first_at is None:
-                remaining = self.first_wait_s - (now - started)
+                remaining = first_wait - (now - started)
                 want = self.max_batch
             else:
                 remaining = max_wait_s - (now - first_at)

@@ -10,6 +10,14 @@ one of them). Per batch:
   candidates per image (class subset, confidence floor, top-k) in source pixels - the head never leaves here;
 * one :class:`ResultMessage` per frame, with the full timeline, is published to its camera's result partition.
 
+Pipelined (``inference.pipeline``, the default): the engine call runs on a thread of its own, at most one batch at
+a time, and the loop overlaps everything else with it - while the engine runs batch k, batch k+1 is popped and
+decoded into the second of two tensor buffers, then (k collected) k+1 goes to the engine and k's results are
+published. Serial (``pipeline: false``): pop, decode, infer, publish one batch after the other. A warm stop
+collects the batch on the engine and publishes it (nothing popped is lost); ``engine_busy_fraction`` (time inside
+``infer`` over wall time, per flush interval) is in the stats snapshot and on Prometheus; ``time_ms:engine_busy`` /
+``time_ms:wall`` are its running totals in the shared counters.
+
 Bad input (garbage, unknown wire version, corrupt JPEG, wrong size) is skipped, counted, dead-lettered and
 logged at a limited rate; a Redis outage is waited out with a back-off (results computed meanwhile are kept,
 bounded, and published when Redis is back). Counters go to ``stats:inference`` about once a second.
@@ -24,7 +32,8 @@ import random
 import socket
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -33,7 +42,7 @@ from fbvision.core.clock import ReferenceClock
 from fbvision.core.config import InferenceConfig, ModelConfig, Settings
 from fbvision.core.letterbox import Letterbox
 from fbvision.core.loop import Backoff, LogThrottle, StageLoop
-from fbvision.core.metrics import Counters, LatencyStats, set_queue_depth
+from fbvision.core.metrics import Counters, LatencyStats, set_gauge, set_queue_depth
 from fbvision.core.modelinfo import ModelError
 from fbvision.core.tensor import to_tensor
 from fbvision.core.transport import Transport, TransportUnavailable, message_id, new_token
@@ -54,6 +63,24 @@ logger = logging.getLogger(__name__)
 
 STAGE = "inference"
 FRAME_QUEUE = "batch_frames"
+#: Pipelined, with a batch on the engine: how long the batcher waits for the first frame of the next one. Short: if
+#: nothing is queued, the engine's batch is collected and published now, not after a whole first wait.
+PIPELINE_POLL_S = 0.002
+
+
+@dataclass
+class _Job:
+    """One decoded batch on its way through the engine (the engine thread fills in output and times)."""
+
+    frames: list[FrameMessage]
+    popped_at: list[float]
+    tensor: np.ndarray
+    wait_ms: float
+    decode_s: float
+    output: np.ndarray | None = None
+    infer_start: float = 0.0  # reference clock
+    infer_end: float = 0.0
+    infer_s: float = 0.0
 
 
 class InferenceWorker:
@@ -116,6 +143,18 @@ class InferenceWorker:
         self._prepared = False
         self._pool: ThreadPoolExecutor | None = None
         self._tensor = np.empty((max_batch, 3, self.input_h, self.input_w), dtype=np.float32)
+        self.pipelined = bool(self.config.pipeline)
+        # Pipelined: two buffers, the engine reading one while the next batch is decoded into the other.
+        self._tensors = [self._tensor, *([np.empty_like(self._tensor)] if self.pipelined else [])]
+        self._buffer = 0
+        self._engine_pool: ThreadPoolExecutor | None = None  # the one engine thread (pipelined)
+        self._inflight: tuple[_Job, Future] | None = None  # the batch on the engine
+        # Time inside engine.infer (and when the running call began), for engine_busy_fraction.
+        self._busy_lock = threading.Lock()
+        self._busy_s = 0.0
+        self._busy_since: float | None = None
+        self._busy_mark = (time.perf_counter(), 0.0)  # (perf_counter, busy_s) at the last flush
+        self.engine_busy_fraction: float | None = None
         self._pending: collections.deque[ResultMessage] = collections.deque()
         # Since start: stats(), the shared counters (stats:inference) and Prometheus.
         self.counters = Counters(prometheus_stage=STAGE)
@@ -171,6 +210,7 @@ class InferenceWorker:
         """The stage loop with the inference worker's policy: a bad batch is counted (``errors:batch``),
         dropped and the worker goes on; outages back off up to 1 s (frames keep arriving: retry soon);
         counters are flushed every ``flush_interval_s``; at stop the pending results are published."""
+        self._busy_mark = (time.perf_counter(), self._busy_now())  # warm-up and autotune are not traffic
         return StageLoop(
             f"inference {self.name}", self._step, counters=self.counters, outage_counter="redis_unavailable",
             backoff=Backoff(0.1, 1.0, random.Random()), on_error="continue", error_counter="errors:batch",
@@ -180,16 +220,59 @@ class InferenceWorker:
 
     def _step(self, stop: threading.Event) -> bool:
         """Publish what an outage held back, then form, run and publish one batch (the batcher blocks while
-        the queue is empty, so there is no idle wait)."""
+        the queue is empty, so there is no idle wait). Pipelined: :meth:`_step_pipelined`."""
         if self._pending:
             self._publish_pending()
+        if self.pipelined:
+            return self._step_pipelined()
         batch = self.batcher.next()
         self._account_drops(batch)
         if batch.frames:
             self.process(batch)
         return bool(batch.frames)
 
+    def _step_pipelined(self) -> bool:
+        """Pop and decode batch k+1 while the engine runs batch k; collect k; start k+1; publish k's results
+        (while k+1 runs). A failure collecting k (an engine error) still starts k+1, then propagates (counted as
+        ``errors:batch`` by the loop, like a failed batch of the serial loop)."""
+        had_inflight = self._inflight is not None
+        batch = self.batcher.next(first_wait_s=PIPELINE_POLL_S if had_inflight else None)
+        self._account_drops(batch)
+        job = self._prepare(batch, self._tensors[self._buffer]) if batch.frames else None
+        try:
+            self._collect()  # batch k: wait for the engine; its results join the pending ones
+        finally:
+            if job is not None:
+                self._submit(job)  # batch k+1 onto the engine
+        if self._pending:
+            self._publish_pending()  # batch k's results, while the engine runs k+1
+        return bool(batch.frames) or had_inflight
+
+    def _submit(self, job: _Job) -> None:
+        if self._engine_pool is None:
+            self._engine_pool = ThreadPoolExecutor(1, thread_name_prefix="engine")
+        self._inflight = (job, self._engine_pool.submit(self._run, job))
+        self._buffer = (self._buffer + 1) % len(self._tensors)  # the next batch decodes into the other buffer
+
+    def _collect(self) -> None:
+        """Wait for the batch on the engine (if any) and turn its output into pending results."""
+        if self._inflight is None:
+            return
+        job, future = self._inflight
+        self._inflight = None
+        try:
+            future.result()
+        except BaseException:
+            self.counters.incr("frames_in", len(job.frames))  # their fate: lost with the failed batch
+            raise
+        self._finish(job)
+
     def _drain(self) -> None:
+        try:
+            self._collect()  # pipelined: the batch still on the engine is finished and published, not lost
+        except Exception:
+            self.counters.incr("errors:batch")
+            logger.exception("inference %s: the last batch failed at shutdown", self.name)
         try:
             if self._pending:
                 self._publish_pending()
@@ -197,6 +280,9 @@ class InferenceWorker:
             logger.warning("inference %s: %d results not published at shutdown", self.name, len(self._pending))
 
     def _shutdown(self) -> None:
+        if self._engine_pool is not None:
+            self._engine_pool.shutdown(wait=True)
+            self._engine_pool = None
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
@@ -214,6 +300,10 @@ class InferenceWorker:
             "max_age_ms": self.batcher.max_age_ms,
             "queue_depth": self._queue_depth,
             "pending_results": len(self._pending),
+            "pipeline": self.pipelined,
+            "engine_simulated": bool(getattr(self.engine, "simulated", False)),
+            # Time inside engine.infer / wall time over the last flush interval (None before the first flush).
+            "engine_busy_fraction": self.engine_busy_fraction,
             "counters": totals,
             "batch_sizes": {int(k.split(":")[1]): v for k, v in totals.items() if k.startswith("batch_size:")},
             "autotune": self.autotune_result.table if self.autotune_result else None,
@@ -226,7 +316,9 @@ class InferenceWorker:
         return self.transport.pop_frames(max_n, timeout_s)
 
     def _account_drops(self, batch: Batch) -> None:
-        self.counters.incr("frames_in", batch.popped)
+        # frames_in counts a frame with its fate (a result or a drop), so the flushed counters always add up,
+        # even while a batch is on the engine: here the ones dropped already, the batch's frames when finished.
+        self.counters.incr("frames_in", batch.popped - len(batch.frames))
         if batch.stale:
             self.counters.incr("dropped:stale", len(batch.stale))
             held = self._throttle("stale")
@@ -254,9 +346,10 @@ class InferenceWorker:
         except TransportUnavailable:
             pass  # the sample is best effort; the counter has it
 
-    def _decode_into(self, slot: int, frame: FrameMessage) -> tuple[str, str] | None:
-        """Decode one JPEG into tensor slot ``slot``; returns (drop reason, detail), or None when the slot is
-        filled. Never raises: whatever one frame does, it drops that frame only, not its batch."""
+    def _decode_into(self, slot: int, frame: FrameMessage, tensor: np.ndarray | None = None) -> tuple[str, str] | None:
+        """Decode one JPEG into slot ``slot`` of ``tensor`` (default: the first buffer); returns (drop reason,
+        detail), or None when the slot is filled. Never raises: whatever one frame does, it drops that frame only."""
+        out = self._tensor if tensor is None else tensor
         model = f"model {self.input_w}x{self.input_h}"
         if (frame.input_w, frame.input_h) != (self.input_w, self.input_h):
             return "bad_size", f"input {frame.input_w}x{frame.input_h}, {model}"
@@ -278,7 +371,7 @@ class InferenceWorker:
             return "bad_size", f"decoded {image.shape[1]}x{image.shape[0]}, {model}"
         try:
             # BGR HWC uint8 -> RGB CHW float32 0..1, written in place (numpy releases the GIL in the loop).
-            to_tensor(image, out=self._tensor[slot : slot + 1])
+            to_tensor(image, out=out[slot : slot + 1])
         except Exception as exc:  # a bug, not bad input: still this frame only, logged with its traceback
             logger.exception("inference %s: frame %d of camera %s not converted", self.name, frame.seq,
                              frame.camera_id)
@@ -286,58 +379,96 @@ class InferenceWorker:
         return None
 
     def process(self, batch: Batch) -> list[ResultMessage]:
-        """Run one formed batch through the model and queue its results for publishing; returns them."""
+        """Run one formed batch through the model and publish its results, start to end (the serial loop, and
+        the benchmarks); returns them."""
+        job = self._prepare(batch, self._tensor)
+        if job is None:
+            return []
+        try:
+            self._run(job)
+        except BaseException:
+            self.counters.incr("frames_in", len(job.frames))  # their fate: lost with the failed batch
+            raise
+        results = self._finish(job)
+        self._publish_pending()
+        return results
+
+    def _prepare(self, batch: Batch, tensor: np.ndarray) -> _Job | None:
+        """Decode the batch's JPEGs into ``tensor`` (in parallel); the frames that fail are dropped, counted and
+        dead-lettered. None when no frame is left."""
         frames, popped_at = batch.frames, batch.popped_at
         t0 = time.perf_counter()
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.config.decode_threads, thread_name_prefix="jpeg-decode")
-        refusals = list(self._pool.map(self._decode_into, range(len(frames)), frames))
+        refusals = list(self._pool.map(self._decode_into, range(len(frames)), frames, [tensor] * len(frames)))
         keep = [i for i, refusal in enumerate(refusals) if refusal is None]
+        self.counters.incr("frames_in", len(frames) - len(keep))
         for i, refusal in enumerate(refusals):
             if refusal is not None:  # that frame only: the others of the batch (other cameras') go on
                 self._reject(frames[i].jpeg, refusal[0], refusal[1], frames[i].camera_id)
         if not keep:
-            return []
-        tensor = self._tensor[: len(frames)] if len(keep) == len(frames) else self._tensor[keep]
-        frames = [frames[i] for i in keep]
-        popped_at = [popped_at[i] for i in keep]
-        t1 = time.perf_counter()
+            return None
+        view = tensor[: len(frames)] if len(keep) == len(frames) else tensor[keep]
+        return _Job([frames[i] for i in keep], [popped_at[i] for i in keep], view, batch.wait_ms,
+                    time.perf_counter() - t0)
 
-        infer_start = self.clock.now()
-        output = self.engine.infer(tensor)
-        infer_end = self.clock.now()
+    def _busy_now(self) -> float:
+        """Seconds spent inside engine.infer so far, the running call's share included."""
+        with self._busy_lock:
+            running = time.perf_counter() - self._busy_since if self._busy_since is not None else 0.0
+            return self._busy_s + running
+
+    def _run(self, job: _Job) -> None:
+        """The engine call (on the engine thread when pipelined)."""
+        job.infer_start = self.clock.now()
+        t0 = time.perf_counter()
+        with self._busy_lock:
+            self._busy_since = t0
+        try:
+            job.output = self.engine.infer(job.tensor)
+        finally:
+            t1 = time.perf_counter()
+            job.infer_end = self.clock.now()
+            job.infer_s = t1 - t0
+            with self._busy_lock:
+                self._busy_s += t1 - t0
+                self._busy_since = None
+
+    def _finish(self, job: _Job) -> list[ResultMessage]:
+        """The engine's output of ``job`` -> candidates -> results, queued for publishing; returns them."""
         t2 = time.perf_counter()
-
+        frames = job.frames
         boxes = [
             Letterbox(f.src_w, f.src_h, f.input_w, f.input_h, f.scale, f.pad_x, f.pad_y) for f in frames
         ]
-        candidates = decode_yolo(output, boxes, self.class_ids, self.config.conf_floor, self.config.top_k)
+        candidates = decode_yolo(job.output, boxes, self.class_ids, self.config.conf_floor, self.config.top_k)
+        job.output = None
         size = len(frames)
         results = [
             ResultMessage(
                 camera_id=f.camera_id, seq=f.seq, src_w=f.src_w, src_h=f.src_h,
                 timeline=Timeline(
-                    captured=f.capture_ts, pushed=f.push_ts, popped=popped, infer_start=infer_start,
-                    infer_end=infer_end,
+                    captured=f.capture_ts, pushed=f.push_ts, popped=popped, infer_start=job.infer_start,
+                    infer_end=job.infer_end,
                 ),
                 batch_size=size, boxes=c.xyxy, scores=c.scores, class_ids=c.class_ids,
             )
-            for f, popped, c in zip(frames, popped_at, candidates, strict=True)
+            for f, popped, c in zip(frames, job.popped_at, candidates, strict=True)
         ]
         t3 = time.perf_counter()
+        self.counters.incr("frames_in", size)
         self.counters.incr("batches")
         self.counters.incr(f"batch_size:{size}")
-        self.counters.incr("time_ms:wait", batch.wait_ms)
-        self.counters.incr("time_ms:decode", (t1 - t0) * 1000.0)
-        self.counters.incr("time_ms:infer", (t2 - t1) * 1000.0)
+        self.counters.incr("time_ms:wait", job.wait_ms)
+        self.counters.incr("time_ms:decode", job.decode_s * 1000.0)
+        self.counters.incr("time_ms:infer", job.infer_s * 1000.0)
         self.counters.incr("time_ms:postprocess", (t3 - t2) * 1000.0)
-        self.latency.add_many({"wait": batch.wait_ms / 1000.0, "decode": t1 - t0, "infer": t2 - t1,
+        self.latency.add_many({"wait": job.wait_ms / 1000.0, "decode": job.decode_s, "infer": job.infer_s,
                                "postprocess": t3 - t2})
         self._pending.extend(results)
         while len(self._pending) > self.max_pending_results:
             self._pending.popleft()
             self.counters.incr("dropped:publish_backlog")
-        self._publish_pending()
         return results
 
     def _publish_pending(self) -> None:
@@ -382,7 +513,20 @@ class InferenceWorker:
         self.latency.add("publish", publish_s)
 
     # -- counters -----------------------------------------------------------------------------------------------
+    def _measure_busy(self) -> None:
+        """engine_busy_fraction over the interval since the last flush; its totals into the counters."""
+        now, busy = time.perf_counter(), self._busy_now()
+        last_at, last_busy = self._busy_mark
+        if now - last_at <= 0:
+            return
+        self._busy_mark = (now, busy)
+        self.engine_busy_fraction = round(min(1.0, max(0.0, (busy - last_busy) / (now - last_at))), 4)
+        self.counters.incr("time_ms:wall", (now - last_at) * 1000.0)
+        self.counters.incr("time_ms:engine_busy", (busy - last_busy) * 1000.0)
+        set_gauge(STAGE, "engine_busy_fraction", self.engine_busy_fraction)
+
     def _flush_stats(self) -> None:
+        self._measure_busy()
         totals = self.counters.snapshot()
         # Running totals (idempotent, see Transport.report_totals); Redis needs ints for counters, floats for
         # the time sums.

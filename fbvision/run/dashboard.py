@@ -48,6 +48,21 @@ def collect(run: PipelineRun) -> dict:
     return state
 
 
+def engine_busy(state: dict) -> dict[str, float]:
+    """Each inference worker's ``engine_busy_fraction`` (time inside infer / wall time over its last counter
+    flush), from its snapshot; well-formed values only."""
+    return {name.split(":", 1)[1]: float(s["engine_busy_fraction"])
+            for name, s in sorted(state.get("snapshots", {}).items())
+            if name.startswith("inference:") and isinstance(s, dict)
+            and isinstance(s.get("engine_busy_fraction"), (int, float))}
+
+
+def any_simulated(state: dict) -> bool:
+    """Whether an inference worker runs a SIMULATED engine (model.engine: sim / null)."""
+    return any(isinstance(s, dict) and s.get("engine_simulated") is True
+               for name, s in state.get("snapshots", {}).items() if name.startswith("inference:"))
+
+
 def latency_table(snapshots: dict, key: str = "latency_s") -> dict[str, dict]:
     """The logic workers' latency summaries (the first one that has them): ``latency_s`` over the last 4096
     results, ``latency_s_1m`` over the last minute, ``latency_s_all`` since the worker started."""
@@ -168,6 +183,10 @@ class Dashboard:
         pipe.add_row("frames pushed (cameras)", str(pushed_all))
         pipe.add_row("frames in / out (inference)", f"{frames_in} / {frames_out}")
         pipe.add_row("batch sizes", "  ".join(f"{b}:{100 * n / total:.0f}%" for b, n in sorted(mix.items())) or "-")
+        busy = engine_busy(state)
+        if busy:
+            pipe.add_row("engine busy (inference)", "  ".join(f"{100 * v:.0f}%" for v in busy.values())
+                         + ("  [yellow]SIMULATED engine[/]" if any_simulated(state) else ""))
         pipe.add_row("results judged (logic)", f"{judged}  (out - judged: {frames_out - judged:+d}, "
                      f"queued {state.get('result_backlog', '?')}; counters flush every ~1 s)")
         pipe.add_row("alerts delivered", str(state["delivery"].get("delivered", 0)))

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from fbvision.core.logic_config import effective_rules
 from fbvision.core.redact import redact_url
-from fbvision.run.dashboard import batch_mix, collect, drops, latency_table
+from fbvision.run.dashboard import batch_mix, collect, drops, engine_busy, latency_table
 
 if TYPE_CHECKING:
     from fbvision.run.runner import PipelineRun
@@ -224,6 +224,14 @@ def build_report(run: PipelineRun, ended_at: float) -> dict:
         "restarts": dict(run.supervisor.restart_counts) if run.supervisor else {},
         "redis": redact_url(run.redis_url or ""),
         "provider": snap_inf.get("provider"),
+        # True when the engine is the SIMULATED accelerator or the null engine (model.engine: sim / null).
+        "engine_simulated": bool(snap_inf.get("engine_simulated")),
+        "engine_busy_fraction": {
+            # per worker, over its last counter flush; "all": time inside infer / wall time, whole run, all workers
+            **engine_busy(state),
+            "all": round(float(inf["time_ms:engine_busy"]) / float(inf["time_ms:wall"]), 4)
+            if inf.get("time_ms:wall") else None,
+        },
         "onnxruntime": onnxruntime_build(),
         "intra_op_threads": run.settings.model.intra_op_threads,
         "autotune": snap_inf.get("autotune"),
@@ -316,6 +324,10 @@ def render_markdown(r: dict) -> str:
         f"- batch size: **{(r.get('batch') or {}).get('chosen')}** (configured max {(r.get('batch') or {}).get('configured')}, "
         f"auto-tune {'on: table below' if (r.get('batch') or {}).get('autotune') else 'off'}), "
         f"max wait {(r.get('batch') or {}).get('max_wait_ms')} ms",
+        "- engine busy (time inside infer / wall time): "
+        + (", ".join(f"{k} {100 * v:.0f}%" for k, v in (r.get("engine_busy_fraction") or {}).items() if v is not None)
+           or "-")
+        + (" - **SIMULATED engine: no model ran**" if r.get("engine_simulated") else ""),
         f"- log: `{r.get('run_log', 'run.log')}` (every stage's records)",
         f"- stage restarts: {r['restarts']}",
         "- clock skew vs the Redis clock (ms, per process): "
