@@ -319,3 +319,18 @@ def cdf_points(values_s, n: int = 101) -> list[float]:
     if vals.size == 0:
         return []
     return [round(float(v), 3) for v in np.quantile(vals, np.linspace(0.0, 1.0, n))]
+
+
+def cpu_seconds(targets) -> float:
+    """User + system CPU seconds of processes or threads: ``targets`` = [(pid, tid)], pid None = this process,
+    tid a native thread id (``/proc/<pid>/task/<tid>/stat``) or None for the whole process. Gone ones count 0."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid, tid in targets:
+        base = f"/proc/{pid or 'self'}" + (f"/task/{tid}" if tid else "")
+        try:
+            fields = Path(f"{base}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime (fields 14, 15 of stat)
+    return total

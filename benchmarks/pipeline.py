@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import logging
 import multiprocessing as mp
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -215,9 +216,14 @@ def run_pipeline(spec: RunSpec, redis_url: str, redis_pid: int | None = None, *,
         recording = RecordingLatency()
         logic.latency = recording
         before = {s: transport.stats(s) for s in ("inference", "queue", "camera")}
+        span_start = time.monotonic()  # counter rates: over the time between the two reads of the counters
         logic_before = logic.counters.snapshot()
         pids = {"inference": [inference.pid], "camera": [p.pid for p in camera_procs], "redis": [redis_pid],
                 "logic+bench": [None]}
+        # CPU seconds of each stage (the logic worker: its own thread's, not the benchmark's sampling).
+        cpu_of = {"camera": [(p.pid, None) for p in camera_procs], "inference": [(inference.pid, None)],
+                  "logic": [(None, logic_thread.native_id)], "redis": [(redis_pid, None)] if redis_pid else []}
+        cpu_before = {k: common.cpu_seconds(v) for k, v in cpu_of.items()}
         t0 = time.monotonic()
         while True:
             now = time.monotonic() - t0
@@ -230,10 +236,12 @@ def run_pipeline(spec: RunSpec, redis_url: str, redis_pid: int | None = None, *,
                 break
             time.sleep(min(spec.sample_interval_s, max(spec.measure_s - now, 0.0)) or 0.01)
         elapsed = time.monotonic() - t0
+        cpu = {k: round(common.cpu_seconds(v) - cpu_before[k], 3) for k, v in cpu_of.items()}
         logic.latency = LatencyStats()
         records = recording.take()
         time.sleep(1.2)  # the workers flush counters about once a second
         after = {s: transport.stats(s) for s in ("inference", "queue", "camera")}
+        counter_span = time.monotonic() - span_start
         logic_after = logic.counters.snapshot()
         candidates = _candidates_per_result(transport)
     finally:
@@ -254,10 +262,14 @@ def run_pipeline(spec: RunSpec, redis_url: str, redis_pid: int | None = None, *,
         transport.close()
 
     return summarise(spec, records, {s: _diff(after[s], before[s]) for s in after},
-                     _diff(logic_after, logic_before), rss, elapsed, ready_s, candidates, info)
+                     _diff(logic_after, logic_before), rss, elapsed, ready_s, candidates, info, cpu, counter_span)
 
 
-def summarise(spec: RunSpec, records, counters, logic_counters, rss, elapsed, ready_s, candidates, info) -> dict:
+def summarise(spec: RunSpec, records, counters, logic_counters, rss, elapsed, ready_s, candidates, info,
+              cpu: dict | None = None, counter_span: float | None = None) -> dict:
+    # Rates from the stages' counters (flushed about once a second) are over the time between the two reads of
+    # them - the window plus the wait for the last flush -, not the window alone (that overstated them ~6 %).
+    span = counter_span or elapsed
     stages = {}
     stage_names = [s for s in ("encode", "queue_wait", "batch_decode", "inference", "publish", "to_logic", "logic",
                                "end_to_end")]
@@ -292,6 +304,12 @@ def summarise(spec: RunSpec, records, counters, logic_counters, rss, elapsed, re
                              "max_mb": round(float(values.max()), 1),
                              "growth_mb": round(float(np.median(values[-k:]) - np.median(values[:k])), 1),
                              "series": series}
+    pushed = counters["camera"].get("frames_pushed", 0.0)
+    # frames each stage handled in the CPU window (elapsed): counter-based ones scaled from their span
+    per_frame = {"camera": read * elapsed / span, "inference": frames_out * elapsed / span, "logic": len(records),
+                 "redis": pushed * elapsed / span}
+    cpu = cpu or {}
+    cpu_ms_per_frame = {k: round(1000.0 * v / per_frame[k], 3) for k, v in cpu.items() if per_frame.get(k)}
     return {
         "model": info.path.name,
         "imgsz": int(info.input_size[0]),
@@ -306,8 +324,15 @@ def summarise(spec: RunSpec, records, counters, logic_counters, rss, elapsed, re
         "frame_queue_cap": spec.frame_queue_cap,
         "measure_s": round(elapsed, 2),
         "worker_ready_s": round(ready_s, 1),
-        "offered_fps": round(read / elapsed, 2),
-        "inferred_fps": round(frames_out / elapsed, 2),
+        "offered_fps": round(read / span, 2),
+        "pushed_fps": round(pushed / span, 2),
+        # CPU of each stage in the window: seconds, cores (s/s), ms per frame of that stage (camera: per frame
+        # read, inference: inferred, logic: judged, redis: pushed)
+        "cpu_s": cpu,
+        "cpu_cores": {k: round(v / elapsed, 3) for k, v in cpu.items()},
+        "cpu_ms_per_frame": cpu_ms_per_frame,
+        "load_avg": [round(x, 2) for x in os.getloadavg()],
+        "inferred_fps": round(frames_out / span, 2),
         "judged_fps": round(len(records) / elapsed, 2),
         "results": len(records),
         "stages_ms": stages,

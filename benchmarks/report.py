@@ -428,6 +428,96 @@ def _sim_section(doc: dict) -> list[str]:
     return lines + [""]
 
 
+def _with_capacity(doc: dict, out: Path) -> dict:
+    """A run without the capacity suite takes its rows from the newest ``capacity-*.json`` beside the report (a
+    separate run of benchmarks/test_capacity.py, like the GPU check's ``gpu-*.json``)."""
+    files = sorted(out.glob("capacity-*.json"))
+    if by_kind(doc, "capacity") or not files:
+        return doc
+    extra = [b for b in load(files[-1]).get("benchmarks", [])
+             if b.get("extra_info", {}).get("kind") in ("capacity", "physical")]
+    for b in extra:
+        b["extra_info"]["source"] = files[-1].name
+    return {**doc, "benchmarks": [*doc.get("benchmarks", []), *extra]}
+
+
+def plot_capacity(doc: dict, out: Path) -> Path | None:
+    """Judged frames/s and p95 capture -> decision against the offered load, one line per engine."""
+    rows = [b["extra_info"] for b in by_kind(doc, "capacity")]
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_t, ax_p) = plt.subplots(1, 2, figsize=(12, 4.2))
+    for engine in sorted({r["engine"] for r in rows}):
+        mine = sorted((r for r in rows if r["engine"] == engine), key=lambda r: r["offered_target_fps"])
+        xs = [r["offered_fps"] for r in mine]
+        ax_t.plot(xs, [r["judged_fps"] for r in mine], "o-", label=f"judged, {engine} engine")
+        ax_p.plot(xs, [r["stages_ms"]["end_to_end"].get("p95", math.nan) for r in mine], "o-", label=f"{engine} engine")
+        for r in mine:
+            ax_t.annotate(f"{r['cameras']}x{r['fps']:g}", (r["offered_fps"], r["judged_fps"]), fontsize=7,
+                          textcoords="offset points", xytext=(3, -10))
+    top = max(max(r["offered_fps"] for r in rows), 1.0) * 1.1
+    ax_t.plot([0, top], [0, top], ":", color="grey", label="judged = offered")
+    ax_t.set_xlabel("offered frames / s (read by the cameras)")
+    ax_t.set_ylabel("judged frames / s")
+    ax_t.set_xlim(0, top)
+    ax_t.set_ylim(bottom=0)
+    ax_p.axhline(50.0, color="red", linestyle=":", label="target p95 50 ms")
+    ax_p.set_xlabel("offered frames / s")
+    ax_p.set_ylabel("p95 capture -> decision (ms)")
+    ax_p.set_yscale("log")
+    for ax in (ax_t, ax_p):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = out / "capacity.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _capacity_section(doc: dict, plot: Path | None) -> list[str]:
+    rows = [b["extra_info"] for b in by_kind(doc, "capacity")]
+    physical = [b["extra_info"] for b in by_kind(doc, "physical")]
+    if not rows and not physical:
+        return []
+    lines = ["## 7. Capacity (benchmarks/test_capacity.py)", "",
+             "The real pipeline at growing load: the demo's synthetic cameras rendered live and read by the real "
+             "camera manager(s) (letterbox, JPEG q85, push), the inference worker (demo settings: max batch 8, "
+             "max wait 10 ms, queue cap 64) with the `null` engine (empty head at once: everything but the model) "
+             "or the demo model on ONNX Runtime (`ort`), the logic worker; one private redis-server. CPU: "
+             "user + system seconds of each stage's process (logic: its thread) in the window, per frame that "
+             "stage handled. Load = the machine's load average at the end of the row." +
+             (f" From `{rows[0]['source']}`." if rows and rows[0].get("source") else ""), "",
+             "| engine | cameras x fps | camera procs | offered/s | pushed/s | inferred/s | judged/s | "
+             "p50 / p95 / p99 ms | drops | CPU ms/frame camera / inference / logic / redis | load |",
+             "|---|---|---:|---:|---:|---:|---:|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["engine"], r["offered_target_fps"], r["cameras"])):
+        e2e = r["stages_ms"]["end_to_end"]
+        cpu = r.get("cpu_ms_per_frame", {})
+        drops = ", ".join(f"{k} {v}" for k, v in sorted(r["drops"].items())) or "none"
+        lines.append(
+            f"| {r['engine']} | {r['cameras']} x {r['fps']:g} | {r['camera_procs']} | {r['offered_fps']:.1f} | "
+            f"{r.get('pushed_fps', 0.0):.1f} | {r['inferred_fps']:.1f} | {r['judged_fps']:.1f} | "
+            f"{_f(e2e.get('p50'))} / {_f(e2e.get('p95'))} / {_f(e2e.get('p99'))} | {drops} | "
+            f"{' / '.join(_f(cpu.get(k), 2) for k in ('camera', 'inference', 'logic', 'redis'))} | "
+            f"{_f((r.get('load_avg') or [None])[0], 1)} |")
+    for p in physical:
+        lines += ["", f"Physical per-frame costs on one core of this machine (median; input {p['input']}, "
+                      f"load {_f(p['load_avg'][0], 1)}): scene render 960x540 {_f(p['render_960x540_ms'], 2)} ms "
+                      f"(a camera stream's decode at 960x540: {_f(p['camera_decode_960x540_ms'], 2)} ms), letterbox + "
+                      f"JPEG encode {_f(p['letterbox_jpeg_encode_ms'], 2)} ms, JPEG decode {_f(p['jpeg_decode_ms'], 2)} "
+                      f"ms, Redis hop (wire encode, push, pop, decode) {_f(p['redis_hop_ms'], 2)} ms; "
+                      f"{p['jpeg_bytes']} bytes a frame."]
+    if plot:
+        lines += ["", f"![capacity]({plot.name})"]
+    return lines + [""]
+
+
 def _gpu_section(gpu: list[dict]) -> list[str]:
     lines = ["## GPU", ""]
     if not gpu:
@@ -470,7 +560,9 @@ def build(json_path: Path, out: Path | None = None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     doc = load(json_path)
     gpu = [load(p) for p in sorted(out.glob("gpu-*.json"))]
-    plots = {"throughput": plot_throughput(doc, out), "cdf": plot_latency_cdf(doc, out), "memory": plot_memory(doc, out)}
+    doc = _with_capacity(doc, out)
+    plots = {"throughput": plot_throughput(doc, out), "cdf": plot_latency_cdf(doc, out), "memory": plot_memory(doc, out),
+             "capacity": plot_capacity(doc, out)}
     prof = doc.get("fbvision", {}).get("profile", {})
     lines = ["# fbvision benchmark report", "",
              f"Run `{json_path.name}` at {doc.get('datetime', '?')}, "
@@ -486,6 +578,7 @@ def build(json_path: Path, out: Path | None = None) -> Path:
     lines += _micro_section(doc)
     lines += _autotune_section(doc, out)
     lines += _sim_section(doc)
+    lines += _capacity_section(doc, plots["capacity"])
     lines += _gpu_section(gpu)
     report = out / "REPORT.md"
     report.write_text("\n".join(lines) + "\n")

@@ -196,7 +196,9 @@ class SyntheticCapture:
         return True
 
     def retrieve(self) -> np.ndarray:
-        return self.renderer.frame(self.index)
+        # Read-only and shared with the other cameras playing this scene (the consumers only read frames).
+        shared = getattr(self.renderer, "shared_frame", None)
+        return shared(self.index) if shared is not None else self.renderer.frame(self.index)
 
     def close(self) -> None:
         pass

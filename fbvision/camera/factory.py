@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,6 +36,23 @@ def source_kind(spec: str) -> str:
     if lower.startswith("synthetic:"):
         return "synthetic"
     return "file"
+
+
+# Held weakly: a renderer lives as long as a camera of this process plays its scene.
+_RENDERERS: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+_RENDERERS_LOCK = threading.Lock()
+
+
+def _shared_renderer(scenario, build):
+    """One renderer per distinct scenario in this process, shared by the cameras that play it (with its frame
+    cache: a scene frame is rendered once, whatever the number of cameras showing it)."""
+    key = scenario.model_dump_json()
+    with _RENDERERS_LOCK:
+        renderer = _RENDERERS.get(key)
+        if renderer is None:
+            renderer = build(scenario)
+            _RENDERERS[key] = renderer
+        return renderer
 
 
 def load_scenario(name: str):
@@ -99,7 +118,7 @@ def open_source(
                 except Exception as exc:  # a scenario file that exists but does not load: needs an edit
                     raise SourceUnusable(f"camera {camera.id}: scenario {scene_name!r} does not load: {exc}",
                                          may_appear=False) from None
-                renderer_box.append(SceneRenderer(scenario))  # built once, on the reader thread
+                renderer_box.append(_shared_renderer(scenario, SceneRenderer))  # built on the reader thread
             return SyntheticCapture(renderer_box[0], camera.fps, loop=camera.loop, clock=clock, sleep=sleep)
 
     elif kind == "device":

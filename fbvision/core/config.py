@@ -160,6 +160,23 @@ class CameraManagerConfig(Strict):
     watchdog_s: float = Field(5.0, gt=0, le=600, description="Reconnect a source that gave no frame for this long.")
     status_interval_s: float = Field(1.0, gt=0, le=60, description="How often each camera's status is published.")
     hw_decode: bool = Field(True, description="Ask OpenCV for hardware decoding where it offers it (falls back quietly).")
+    processes: int = Field(
+        0, ge=0, le=64,
+        description="Camera-manager processes the runner splits the cameras over (each reads, letterboxes and "
+        "encodes its share); 0 = one per CPU core, at most one per 8 cameras.",
+    )
+
+    def resolved_processes(self, cameras: int) -> int:
+        """Processes for ``cameras`` enabled cameras: ``processes``, else one per core (at most one per 8 cameras)."""
+        if cameras <= 0:
+            return 1
+        if self.processes:
+            return max(1, min(self.processes, cameras))
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:  # not Linux
+            cores = os.cpu_count() or 1
+        return max(1, min(cores, -(-cameras // 8)))
 
 
 class CameraConfig(Strict):

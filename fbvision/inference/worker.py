@@ -68,6 +68,13 @@ FRAME_QUEUE = "batch_frames"
 PIPELINE_POLL_S = 0.002
 
 
+def _usable_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 @dataclass
 class _Job:
     """One decoded batch on its way through the engine (the engine thread fills in output and times)."""
@@ -234,7 +241,14 @@ class InferenceWorker:
     def _step_pipelined(self) -> bool:
         """Pop and decode batch k+1 while the engine runs batch k; collect k; start k+1; publish k's results
         (while k+1 runs). A failure collecting k (an engine error) still starts k+1, then propagates (counted as
-        ``errors:batch`` by the loop, like a failed batch of the serial loop)."""
+        ``errors:batch`` by the loop, like a failed batch of the serial loop).
+
+        When the engine has already finished batch k (a fast engine), k is collected and published first: its
+        results do not wait for batch k+1 to fill (up to ``max_wait_ms``) and decode."""
+        if self._inflight is not None and self._inflight[1].done():
+            self._collect()
+            if self._pending:
+                self._publish_pending()
         had_inflight = self._inflight is not None
         batch = self.batcher.next(first_wait_s=PIPELINE_POLL_S if had_inflight else None)
         self._account_drops(batch)
@@ -346,6 +360,28 @@ class InferenceWorker:
         except TransportUnavailable:
             pass  # the sample is best effort; the counter has it
 
+    def _decode_all(self, frames: list[FrameMessage], tensor: np.ndarray) -> list[tuple[str, str] | None]:
+        """Decode ``frames`` into their slots of ``tensor``: one strided share per decode thread, the calling thread
+        taking the first - a hand-off per thread, not per frame (thread wake-ups cost as much as a small JPEG), and
+        no more threads than usable cores."""
+        n = len(frames)
+        threads = min(self.config.decode_threads, _usable_cores(), n)
+        if threads <= 1:
+            return [self._decode_into(i, frames[i], tensor) for i in range(n)]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max(1, min(self.config.decode_threads, _usable_cores()) - 1),
+                                            thread_name_prefix="jpeg-decode")
+
+        def share(first: int) -> list[tuple[str, str] | None]:
+            return [self._decode_into(i, frames[i], tensor) for i in range(first, n, threads)]
+
+        others = [self._pool.submit(share, k) for k in range(1, threads)]
+        shares = [share(0), *(f.result() for f in others)]
+        refusals: list[tuple[str, str] | None] = [None] * n
+        for k, got in enumerate(shares):
+            refusals[k::threads] = got
+        return refusals
+
     def _decode_into(self, slot: int, frame: FrameMessage, tensor: np.ndarray | None = None) -> tuple[str, str] | None:
         """Decode one JPEG into slot ``slot`` of ``tensor`` (default: the first buffer); returns (drop reason,
         detail), or None when the slot is filled. Never raises: whatever one frame does, it drops that frame only."""
@@ -398,9 +434,7 @@ class InferenceWorker:
         dead-lettered. None when no frame is left."""
         frames, popped_at = batch.frames, batch.popped_at
         t0 = time.perf_counter()
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.config.decode_threads, thread_name_prefix="jpeg-decode")
-        refusals = list(self._pool.map(self._decode_into, range(len(frames)), frames, [tensor] * len(frames)))
+        refusals = self._decode_all(frames, tensor)
         keep = [i for i, refusal in enumerate(refusals) if refusal is None]
         self.counters.incr("frames_in", len(frames) - len(keep))
         for i, refusal in enumerate(refusals):

@@ -17,7 +17,14 @@ from fbvision.core.redact import redact_url
 from fbvision.core.transport import Transport, TransportUnavailable
 from fbvision.run.logs import RunLog
 from fbvision.run.redis_server import EmbeddedRedis, free_port
-from fbvision.run.stages import backend_stage, camera_stage, delivery_stage, inference_stage, logic_stage
+from fbvision.run.stages import (
+    backend_stage,
+    camera_part_stage,
+    camera_stage,
+    delivery_stage,
+    inference_stage,
+    logic_stage,
+)
 from fbvision.run.supervisor import CrashLoop, StageSpec, Supervisor
 
 logger = logging.getLogger(__name__)
@@ -79,7 +86,7 @@ class PipelineRun:
         cfg = self.settings.model_dump_json()
         recording = str(self.run_dir / "recording") if self.record else ""
         pipeline = [  # upstream first: the one list of the stages and their order
-            StageSpec("camera", camera_stage, (cfg, self.redis_url)),
+            *self._camera_stages(),
             StageSpec("inference", inference_stage, (cfg, self.redis_url)),
             StageSpec("logic", logic_stage, (cfg, self.redis_url, "logic-1", recording)),
             StageSpec("delivery", delivery_stage, (cfg, self.redis_url, self.backend_url)),
@@ -93,6 +100,19 @@ class PipelineRun:
         self.supervisor.start()
         logger.info("pipeline started: redis %s, backend %s, run dir %s",
                     redact_url(self.redis_url), self.backend_url, self.run_dir)
+
+    def _camera_stages(self) -> list[StageSpec]:
+        """The camera managers: ``camera.processes`` of them (0: by core count), the cameras split evenly;
+        one is the stage "camera", more are "camera-1".. "camera-N"."""
+        cameras = self.settings.cameras
+        n = self.settings.camera.resolved_processes(sum(1 for c in cameras if c.enabled))
+        if n <= 1:
+            return [StageSpec("camera", camera_stage, (self.settings.model_dump_json(), self.redis_url))]
+        specs = []
+        for k in range(n):
+            part = self.settings.model_copy(update={"cameras": cameras[k::n]}).model_dump_json()
+            specs.append(StageSpec(f"camera-{k + 1}", camera_part_stage, (part, self.redis_url, k)))
+        return specs
 
     def install_signal_handlers(self) -> None:
         """First Ctrl-C/SIGTERM: finish and report. Second: stop now."""
@@ -152,11 +172,13 @@ class PipelineRun:
         sup = self.supervisor
         if sup is None:
             return
-        camera = sup.running.get("camera")
-        if camera is not None:
+        cameras = [stage for name, stage in sup.running.items() if name == "camera" or name.startswith("camera-")]
+        if cameras:
             self.progress("stopping the cameras")
-            camera.stop.set()
-            camera.process.join(10)
+            for camera in cameras:
+                camera.stop.set()
+            for camera in cameras:
+                camera.process.join(10)
         self.progress("cameras stopped; draining the queues")
         self.drain()
         sup.stop(timeout_s=20, order=self.stop_order, progress=self.progress)

@@ -18,7 +18,7 @@ from fbvision.core.transport import Transport
 logger = logging.getLogger(__name__)
 
 
-def _setup(settings_json: str, redis_url: str, role: str) -> tuple[Settings, Transport]:
+def _setup(settings_json: str, redis_url: str, role: str, port_offset: int | None = None) -> tuple[Settings, Transport]:
     settings = Settings.model_validate_json(settings_json)
     # alerts.outbox_maxlen caps every XADD to the outbox (the logic stage writes it, delivery trims it).
     transport = Transport.from_config(settings.redis, url=redis_url, client_name=f"fbv-{role}",
@@ -26,7 +26,8 @@ def _setup(settings_json: str, redis_url: str, role: str) -> tuple[Settings, Tra
     if settings.runner.prometheus_port:
         from fbvision.core import metrics
 
-        offset = {"logic": 0, "inference": 1, "camera": 2, "delivery": 3}.get(role, 4)
+        offset = port_offset if port_offset is not None else {"logic": 0, "inference": 1, "camera": 2,
+                                                               "delivery": 3}.get(role, 4)
         metrics.enable_prometheus(settings.runner.prometheus_port + offset)
     return settings, transport
 
@@ -36,10 +37,16 @@ def default_name(role: str) -> str:
 
 
 def camera_stage(settings_json: str, redis_url: str, stop) -> None:
+    camera_part_stage(settings_json, redis_url, 0, stop)
+
+
+def camera_part_stage(settings_json: str, redis_url: str, part: int, stop) -> None:
+    """Camera manager ``part`` of several (``camera.processes``), over the cameras of ``settings_json``. Its
+    Prometheus port: the camera offset (2) for part 0, 4 + part for the others."""
     from fbvision.camera.manager import CameraManager
     from fbvision.core.modelinfo import load_model_info
 
-    settings, transport = _setup(settings_json, redis_url, "camera")
+    settings, transport = _setup(settings_json, redis_url, "camera", None if part == 0 else 4 + part)
     height, width = load_model_info(settings.model.resolved_path()).input_size
     try:
         CameraManager(settings, transport, (width, height), name=default_name("camera"),

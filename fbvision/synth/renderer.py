@@ -8,8 +8,10 @@ exactly what is drawn (its alpha >= 0.5 extent, clipped to the frame).
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -279,6 +281,8 @@ class _Horse:
 class SceneRenderer:
     """Frames and ground truth of one scenario; deterministic for (scenario, seed, frame index)."""
 
+    CACHE_FRAMES = 4  # shared_frame's cache: readers of one scene sit within a frame or two of each other
+
     def __init__(self, scenario: Scenario, *, precompute: bool = True) -> None:
         self.scenario = scenario
         self.fps = float(scenario.fps)
@@ -307,6 +311,9 @@ class SceneRenderer:
             for horse in self._horses:
                 for i in range(self.n_frames):
                     horse.placement(i)
+        # The last few rendered frames, shared by every reader of this renderer (shared_frame).
+        self._cache: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
+        self._cache_lock = threading.Lock()
         logger.debug("scene %s ready: %d frames, %d horses", scenario.name, self.n_frames, len(self._horses))
 
     @property
@@ -376,6 +383,25 @@ class SceneRenderer:
     def frame(self, i: int) -> np.ndarray:
         """BGR uint8 (h, w, 3) frame ``i``."""
         return self.render(i)
+
+    def shared_frame(self, i: int) -> np.ndarray:
+        """Frame ``i`` as :meth:`frame` renders it, from a small cache of the last :attr:`CACHE_FRAMES` frames
+        shared by every reader of this renderer - **read-only**, never to be written to.
+
+        A scene is deterministic in ``i``, and its readers (the cameras playing it, each at its fps, usually above
+        the scene's own) ask for the same few recent indices: each is then rendered once, not once per reader
+        and per sample."""
+        with self._cache_lock:  # one render per index; other scenes' renderers are not held up
+            frame = self._cache.get(i)
+            if frame is not None:
+                self._cache.move_to_end(i)
+                return frame
+            frame = self.render(i)
+            frame.setflags(write=False)
+            self._cache[i] = frame
+            while len(self._cache) > self.CACHE_FRAMES:
+                self._cache.popitem(last=False)
+            return frame
 
     def frames(self) -> Iterator[tuple[int, float, np.ndarray, list[HorseTruth]]]:
         for i in range(self.n_frames):
