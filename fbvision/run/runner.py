@@ -91,8 +91,9 @@ class PipelineRun:
                                      window_s=self.settings.runner.restart_window_s, log_level=self.log_level,
                                      log_queue=self.run_log.queue)
         self.supervisor.start()
-        logger.info("pipeline started: redis %s, backend %s, run dir %s",
-                    redact_url(self.redis_url), self.backend_url, self.run_dir)
+        frames = self.settings.redis.frames_url
+        logger.info("pipeline started: redis %s%s, backend %s, run dir %s", redact_url(self.redis_url),
+                    f" (frames: {redact_url(frames)})" if frames else "", self.backend_url, self.run_dir)
 
     def install_signal_handlers(self) -> None:
         """First Ctrl-C/SIGTERM: finish and report. Second: stop now."""
