@@ -51,7 +51,8 @@ class EncodedFrame:
     seq: int
     capture_ts: float
     box: Letterbox
-    jpeg: bytes
+    jpeg: bytes  # the image: a JPEG, or raw uint8 HxWx3 with encoding "raw"
+    encoding: str = "jpeg"
 
 
 #: stats()'s per-camera keys and the counters behind them (each counted in total and as ``<name>:<camera id>``).
@@ -112,6 +113,8 @@ class CameraManager:
         self.max_buffered = max_buffered or max(16, 4 * len(self.cameras))
         self._seq_start = int(time.time() * 1000) if seq_start is None else int(seq_start)
         self._encode_params = [cv2.IMWRITE_JPEG_QUALITY, int(self.manager_config.jpeg_quality)]
+        # Frame encoding per camera (wire v2): the camera's own, else camera.encoding.
+        self._encodings = {c.id: getattr(c, "encoding", None) or self.manager_config.encoding for c in self.cameras}
 
         self._lock = threading.Lock()
         self._wakeup = threading.Condition(self._lock)
@@ -159,8 +162,9 @@ class CameraManager:
             thread.start()
             self._threads.append(thread)
         logger.info(
-            "camera manager %s: %d cameras, input %dx%d, jpeg q%d", self.name, len(self.cameras),
-            self.input_size[0], self.input_size[1], self.manager_config.jpeg_quality,
+            "camera manager %s: %d cameras, input %dx%d, jpeg q%d, %d sending raw frames", self.name,
+            len(self.cameras), self.input_size[0], self.input_size[1], self.manager_config.jpeg_quality,
+            sum(1 for e in self._encodings.values() if e == "raw"),
         )
         self.loop().run(stop)
 
@@ -264,6 +268,8 @@ class CameraManager:
 
     def _encode(self, camera_id: str, seq: int, frame: np.ndarray, capture_ts: float) -> EncodedFrame | None:
         image, box = letterbox(frame, self.input_size)
+        if self._encodings.get(camera_id) == "raw":  # no encoding at all: the letterboxed pixels as they are
+            return EncodedFrame(camera_id, seq, capture_ts, box, np.ascontiguousarray(image).tobytes(), "raw")
         ok, buf = cv2.imencode(".jpg", image, self._encode_params)
         if not ok:
             held = self._throttle(f"encode:{camera_id}")
@@ -314,6 +320,7 @@ class CameraManager:
                     camera_id=f.camera_id, seq=f.seq, capture_ts=f.capture_ts, push_ts=now,
                     src_w=f.box.src_w, src_h=f.box.src_h, input_w=f.box.dst_w, input_h=f.box.dst_h,
                     scale=f.box.scale, pad_x=f.box.pad_x, pad_y=f.box.pad_y, jpeg=f.jpeg,
+                    encoding=f.encoding,
                 )))
                 counted.append(f)
             except WireError as exc:

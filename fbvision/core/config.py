@@ -63,6 +63,13 @@ class RedisConfig(Strict):
         description="redis:// or rediss:// URL (password in the URL or from REDIS_URL). None: start a private "
         "redis-server on a free port for this run.",
     )
+    frames_url: str | None = Field(
+        None,
+        description="An ephemeral Redis for the frame queue only (no persistence, sized for bandwidth): "
+        "batch_frames and the frames' once keys go there, everything durable (results, outbox, episodes, leases, "
+        "counters) stays on redis.url (AOF). None: frames share redis.url's server (the embedded default). "
+        "docs/deploy.md 'Two Redis roles'.",
+    )
     namespace: str = Field(
         "",
         max_length=32,
@@ -83,7 +90,7 @@ class RedisConfig(Strict):
     retry_initial_s: float = Field(0.1, gt=0, le=10, description="First back-off after a connection error.")
     retry_max_s: float = Field(5.0, gt=0, le=120, description="Longest back-off between reconnection attempts.")
 
-    @field_validator("url")
+    @field_validator("url", "frames_url")
     @classmethod
     def _scheme(cls, url: str | None) -> str | None:
         if url is not None and urlsplit(url).scheme not in ("redis", "rediss", "unix"):
@@ -139,6 +146,10 @@ class InferenceConfig(Strict):
     autotune_budget_s: float = Field(
         3.0, gt=0, le=120, description="Time the start-up auto-tune may spend measuring batch sizes."
     )
+    autotune_margin: float = Field(
+        0.10, ge=0, le=10, description="Auto-tune leaves batch 1 only for a batch size that beat batch 1 by at least "
+        "this share in 3 of 4 paired, interleaved measurements (lower quartile of its ratio >= 1 + margin).",
+    )
     decode_threads: int = Field(4, ge=1, le=64, description="Threads decoding JPEGs in parallel (OpenCV frees the GIL).")
     pipeline: bool = Field(
         True, description="Overlap the model with the CPU work: while the engine runs batch k, batch k+1 is popped "
@@ -155,6 +166,11 @@ class InferenceConfig(Strict):
 
 class CameraManagerConfig(Strict):
     jpeg_quality: int = Field(85, ge=10, le=100, description="JPEG quality of the letterboxed frame.")
+    encoding: Literal["jpeg", "raw"] = Field(
+        "jpeg", description="How frames travel to inference (wire version 2): 'jpeg' (quality above; ~20 KB at "
+        "320x320, moves boxes slightly) or 'raw' (uint8 HxWx3, exact pixels, ~300 KB at 320x320: for a local, "
+        "bandwidth-rich frames Redis). A camera's own 'encoding' overrides it (docs/benchmarks.md: which to pick).",
+    )
     reconnect_initial_s: float = Field(0.5, gt=0, le=60, description="First reconnection delay after a failure.")
     reconnect_max_s: float = Field(10.0, gt=0, le=600, description="Longest reconnection delay (exponential + jitter).")
     watchdog_s: float = Field(5.0, gt=0, le=600, description="Reconnect a source that gave no frame for this long.")
@@ -190,6 +206,9 @@ class CameraConfig(Strict):
     fps: float = Field(5.0, ge=0.2, le=60, description="Frames per second sampled from the source.")
     loop: bool = Field(True, description="Loop video files and synthetic scenarios at their own fps.")
     enabled: bool = Field(True, description="Disabled cameras are not opened.")
+    encoding: Literal["jpeg", "raw"] | None = Field(
+        None, description="This camera's frame encoding; None = camera.encoding."
+    )
     logic: CameraLogicOverrides | None = Field(None, description="Per-camera rule overrides and stall polygon.")
 
 

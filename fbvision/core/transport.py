@@ -16,6 +16,8 @@ key                            type      what
                                          its writers' totals
 ``K stats:<stage>:w:<writer>`` hash      one writer's totals as last reported (expires a day after its last report)
 ``K once:<digest>``            string    a frame/result already written, and by which write (expires)
+``K once:frames_epoch``        string    split roles only, in the frames Redis: set by the first push of its lifetime; a push
+                                         that has to set it again knows the server lost its frames (counted)
 ``K dead_letter``              list      (capped) JSON records of messages that could not be decoded
 ``K logic:lease:<p>``          string    the lease token of result partition ``p``'s owner (expires):
                                          ``<worker id>@<process instance>.<n>``, checked by every owner write
@@ -23,6 +25,17 @@ key                            type      what
 ``K logic:episodes``           hash      camera id -> open alert episodes (JSON), so a restart re-raises nothing
 ``K metrics:snapshots``          hash      process name -> its latest metrics snapshot (JSON: latency percentiles...)
 =============================  ========  ====================================================================
+
+Two Redis roles: with ``frames_url`` (``redis.frames_url``) the frame queue lives in a Redis of its own, an
+*ephemeral* one (no persistence, sized for bandwidth): ``batch_frames``, the frames' once keys and
+``once:frames_epoch`` go there - the frame ops (:meth:`Transport.push_frames`, :meth:`Transport.pop_frames`,
+:meth:`Transport.pop_frames_nowait`, :meth:`Transport.frame_queue_depth`, the queue cap and its trim) use
+``frames_client``; everything else (results, outbox, episodes, leases, statuses, counters - the cap's
+``dropped:queue_full`` too -, dead letters, snapshots, the reference clock) stays on the *durable* one (``url``,
+``client``: AOF in production). Without ``frames_url`` (the embedded default) both roles are one server and
+``frames_client is client``. A restart of the frames Redis loses only the frames it held: the next push finds
+``once:frames_epoch`` gone, and the pusher counts ``lost:frames_redis_reset`` (the queue length it last saw: an
+upper bound of what was lost) and ``frames_redis_resets`` in the durable ``stats:queue``.
 
 Redis Cluster: a URL with ``?cluster=1`` (or ``Transport(..., cluster=True)``) connects with
 ``redis.cluster.RedisCluster`` through any one node. Every command the pipeline sends that names several keys
@@ -117,13 +130,16 @@ HEARTBEAT_MAX_AHEAD_S = 300.0
 WRITER_TOTALS_TTL_MS = 24 * 3600 * 1000
 
 # Push frames, skipping those already pushed (once keys), trim the list to the cap and count what the trim
-# dropped - atomically. KEYS: list, stats hash, then one once key per message (or none). ARGV: cap, counter
-# field, attempt token, once TTL, then the messages. Returns {dropped by the cap, own retries, duplicates}.
+# dropped - atomically. KEYS: list, stats hash, frames epoch marker, then one once key per message (or none).
+# ARGV: cap, counter field ('' = the caller counts: the stats hash lives in the other Redis), attempt token, once
+# TTL, epoch mark ('' = none), then the messages. Returns {dropped by the cap, own retries, duplicates, 1 when the
+# epoch marker had to be created (a fresh server), queue length after the push}.
 _PUSH_BOUNDED = """
 local n = redis.call('LLEN', KEYS[1])
-local own, dup = 0, 0
-local with_once = #KEYS > 2
-for i = 5, #ARGV do
+local own, dup, fresh = 0, 0, 0
+if ARGV[5] ~= '' and redis.call('SET', KEYS[3], ARGV[5], 'NX') then fresh = 1 end
+local with_once = #KEYS > 3
+for i = 6, #ARGV do
   local write = true
   if with_once then
     local key = KEYS[i - 2]
@@ -138,10 +154,11 @@ local cap = tonumber(ARGV[1])
 local dropped = 0
 if n > cap then
   dropped = n - cap
+  n = cap
   redis.call('LTRIM', KEYS[1], -cap, -1)
-  redis.call('HINCRBY', KEYS[2], ARGV[2], dropped)
+  if ARGV[2] ~= '' then redis.call('HINCRBY', KEYS[2], ARGV[2], dropped) end
 end
-return {dropped, own, dup}
+return {dropped, own, dup, fresh, n}
 """
 
 # XADD results, each unless its once key exists. KEYS: once keys (n), then the stream of each result (n).
@@ -410,6 +427,11 @@ class Keys:
         return self._k(f"once:{digest}")
 
     @property
+    def frames_epoch(self) -> str:
+        """Marker of the frames Redis's lifetime (split roles only): gone = the server lost its frames."""
+        return self._k("once:frames_epoch")
+
+    @property
     def dead_letter(self) -> str:
         return self._k("dead_letter")
 
@@ -486,12 +508,12 @@ def _guard(fn):
                 # The stream or its consumer group is gone (Redis restarted without persistence, or someone
                 # deleted it): forget that the groups exist, so the next read creates them again.
                 self._groups_ready.clear()
-            raise TransportUnavailable(f"redis at {self.safe_url} refused: {exc}", reason) from exc
+            raise TransportUnavailable(f"redis at {self.safe_urls} refused: {exc}", reason) from exc
         except (RedisConnectionError, RedisTimeoutError, OSError, RedisClusterException) as exc:
             # RedisClusterException: no node of the cluster answered (all down, slots uncovered).
             reason = "loading" if isinstance(exc, BusyLoadingError) else (
                 "timeout" if isinstance(exc, RedisTimeoutError) else "unreachable")
-            raise TransportUnavailable(f"redis at {self.safe_url} unavailable: {exc}", reason) from exc
+            raise TransportUnavailable(f"redis at {self.safe_urls} unavailable: {exc}", reason) from exc
 
     wrapper.__name__ = fn.__name__
     wrapper.__doc__ = fn.__doc__
@@ -516,9 +538,14 @@ class Transport:
         retries: int = 6,
         client_name: str | None = None,
         cluster: bool | None = None,
+        frames_url: str | None = None,
     ):
         self.url = url
         self.safe_url = redact_url(url)
+        #: The ephemeral frames Redis's URL, None when frames share the durable server.
+        self.frames_url = frames_url if frames_url and frames_url != url else None
+        self.safe_frames_url = redact_url(self.frames_url) if self.frames_url else None
+        self.safe_urls = self.safe_url + (f" (frames: {self.safe_frames_url})" if self.safe_frames_url else "")
         client_url, url_says_cluster = split_cluster_flag(url)
         self.cluster = url_says_cluster if cluster is None else cluster
         if self.cluster and not namespace:
@@ -543,7 +570,21 @@ class Transport:
             self.client = RedisCluster.from_url(client_url, **options)
         else:
             self.client = redis.Redis.from_url(client_url, **options)
-        self._push = self.client.register_script(_PUSH_BOUNDED)
+        self.frames_client = self.client
+        if self.frames_url:
+            frames_client_url, frames_cluster = split_cluster_flag(self.frames_url)
+            if frames_cluster:
+                self.frames_client = RedisCluster.from_url(frames_client_url, **options)
+            else:
+                self.frames_client = redis.Redis.from_url(frames_client_url, **options)
+        # Split roles: the frames Redis's lifetime marker (see the module doc) and what this pusher last saw of it.
+        self._frames_epoch_seen = False
+        self._frames_depth_seen = 0
+        #: Split roles: frames Redis restarts this transport noticed, and the frames it counted lost with them.
+        self.frames_resets = 0
+        self.frames_lost = 0
+        self._frames_unreported: Counter[str] = Counter()  # counts for the durable stats:queue not written yet
+        self._push = self.frames_client.register_script(_PUSH_BOUNDED)
         self._publish = self.client.register_script(_PUBLISH_ONCE)
         self._report = self.client.register_script(_REPORT_TOTALS)
         self._renew = self.client.register_script(_RENEW_LEASE)
@@ -581,6 +622,7 @@ class Transport:
             socket_timeout_s=cfg.socket_timeout_s,
             retry_initial_s=cfg.retry_initial_s,
             retry_max_s=cfg.retry_max_s,
+            frames_url=kwargs.pop("frames_url", cfg.frames_url),
             **kwargs,  # cluster mode: the URL says (?cluster=1), or cluster=True here
         )
 
@@ -588,12 +630,22 @@ class Transport:
         """Blocking timeouts stay below the socket timeout, or the socket would time out first."""
         return max(0.001, min(timeout_s, self.socket_timeout_s * 0.8))
 
+    @property
+    def split_roles(self) -> bool:
+        """True when frames go to a Redis of their own (``frames_url``)."""
+        return self.frames_client is not self.client
+
     def close(self) -> None:
         self.client.close()
+        if self.split_roles:
+            self.frames_client.close()
 
     @_guard
     def ping(self) -> bool:
-        return bool(self.client.ping())
+        ok = bool(self.client.ping())
+        if self.split_roles:
+            ok = bool(self.frames_client.ping()) and ok
+        return ok
 
     def wait_ready(self, timeout_s: float = 10.0) -> None:
         deadline = time.monotonic() + timeout_s
@@ -622,11 +674,50 @@ class Transport:
         if once is not None and len(once) != len(messages):
             raise ValueError(f"push_frames: {len(messages)} messages but {len(once)} once ids")
         once_keys = [self.keys.once("frame", i) for i in once] if once is not None else []
-        dropped, own, dup = self._push(
-            keys=[self.keys.frames, self.keys.stats("queue"), *once_keys],
-            args=[self.frame_queue_cap, "dropped:queue_full", token or new_token(), ONCE_TTL_MS, *messages],
+        split = self.split_roles
+        dropped, own, dup, fresh, depth = self._push(
+            keys=[self.keys.frames, self.keys.stats("queue"), self.keys.frames_epoch, *once_keys],
+            args=[self.frame_queue_cap, "" if split else "dropped:queue_full", token or new_token(), ONCE_TTL_MS,
+                  "1" if split else "", *messages],
         )
-        return PushResult(int(dropped), int(own), int(dup))
+        dropped = int(dropped)
+        if split:
+            self._count_frames_side(dropped, bool(int(fresh)))
+            self._frames_depth_seen = int(depth)
+        return PushResult(dropped, int(own), int(dup))
+
+    def _count_frames_side(self, dropped: int, fresh: bool) -> None:
+        """Split roles: what the push script cannot count in the other Redis - the cap's drops, and frames lost
+        with a restart of the frames Redis (its lifetime marker was gone although this pusher had seen it) - into
+        the durable ``stats:queue``. (Plain HINCRBYs: should a reply be lost and redis-py retry one, a drop could
+        count twice - never a result.)"""
+        reset = fresh and self._frames_epoch_seen
+        self._frames_epoch_seen = True  # created now, or there already (another pusher made it)
+        lost = self._frames_depth_seen if reset else 0
+        if reset:
+            self.frames_resets += 1
+            self.frames_lost += lost
+            logger.warning("frames redis %s restarted (lost its data): up to %d queued frames lost",
+                           self.safe_frames_url, lost)
+        if dropped:
+            self._frames_unreported["dropped:queue_full"] += dropped
+        if reset:
+            self._frames_unreported["frames_redis_resets"] += 1
+            self._frames_unreported["lost:frames_redis_reset"] += lost
+        if not self._frames_unreported:
+            return
+        # The frames are pushed: a durable Redis that is away now must not fail the push (the camera manager would
+        # push them again); the counts wait for the next push.
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for field, n in self._frames_unreported.items():
+                pipe.hincrby(self.keys.stats("queue"), field, n)
+            pipe.execute()
+        except (RedisConnectionError, RedisTimeoutError, OSError, ResponseError, RedisClusterException) as exc:
+            logger.warning("frame queue counts not reported to %s yet (%s): %s", self.safe_url,
+                           type(exc).__name__, dict(self._frames_unreported))
+            return
+        self._frames_unreported.clear()
 
     def push_frame(self, message: bytes) -> int:
         """One frame, no once id (tests and tools); returns how many old frames the cap dropped."""
@@ -647,12 +738,12 @@ class Transport:
                 if frames or remaining <= 0:
                     return frames
                 time.sleep(min(POLL_INTERVAL_S, remaining))
-        first = self.client.blpop([self.keys.frames], timeout=self._block_s(timeout_s))
+        first = self.frames_client.blpop([self.keys.frames], timeout=self._block_s(timeout_s))
         if first is None:
             return []
         batch = [first[1]]
         if max_n > 1:
-            rest = self.client.lpop(self.keys.frames, max_n - 1)
+            rest = self.frames_client.lpop(self.keys.frames, max_n - 1)
             if rest:
                 batch.extend(rest)
         return batch
@@ -661,11 +752,11 @@ class Transport:
     def pop_frames_nowait(self, max_n: int) -> list[bytes]:
         if max_n < 1:
             return []
-        return list(self.client.lpop(self.keys.frames, max_n) or [])
+        return list(self.frames_client.lpop(self.keys.frames, max_n) or [])
 
     @_guard
     def frame_queue_depth(self) -> int:
-        return int(self.client.llen(self.keys.frames))
+        return int(self.frames_client.llen(self.keys.frames))
 
     # -- results -----------------------------------------------------------------------------------
     def partition_of(self, camera_id: str) -> int:

@@ -3,8 +3,12 @@
 Two kinds of message, both little-endian, both starting with the same 4-byte header::
 
     magic  b"FB"   (2 bytes)
-    version u8     (WIRE_VERSION)
+    version u8     (frames: FRAME_VERSION = 2; results: RESULT_VERSION = 1; both versions are read)
     kind    u8     (1 = frame, 2 = result)
+
+Version 2 added the frame's *encoding* (one byte before the image: ``jpeg`` = 0, ``raw`` = 1: uint8 H x W x 3 BGR,
+row-major, exactly ``input_h * input_w * 3`` bytes); a version-1 frame is JPEG. The result layout did not change,
+so results are still written as version 1 (an older logic worker reads a newer inference worker's results).
 
 Decoding never trusts its input: anything that does not parse raises :class:`WireError` with a short
 machine-readable ``reason`` (``"garbage"``, ``"truncated"``, ``"version"``, ``"kind"``, ``"too_large"``,
@@ -22,14 +26,20 @@ from dataclasses import dataclass, field
 import numpy as np
 
 MAGIC = b"FB"
-WIRE_VERSION = 1
+#: The newest version: frames are written with it (results with RESULT_VERSION, whose layout it did not change).
+WIRE_VERSION = 2
+FRAME_VERSION = WIRE_VERSION
+RESULT_VERSION = 1
+#: Versions this build decodes.
+READ_VERSIONS = (1, 2)
 KIND_FRAME = 1
 KIND_RESULT = 2
 
 #: Hard limits, checked on encode and on decode.
 MAX_CAMERA_ID_BYTES = 64
 MAX_JPEG_BYTES = 4 * 1024 * 1024
-MAX_FRAME_MESSAGE_BYTES = MAX_JPEG_BYTES + 256
+MAX_RAW_BYTES = 1280 * 1280 * 3  # a raw frame is input_h x input_w x 3: up to a 1280x1280 model input
+MAX_FRAME_MESSAGE_BYTES = max(MAX_JPEG_BYTES, MAX_RAW_BYTES) + 256
 MAX_BOXES = 1000
 MAX_RESULT_MESSAGE_BYTES = 256 + MAX_BOXES * 24
 MAX_IMAGE_SIDE = 16384
@@ -39,6 +49,9 @@ CAMERA_ID_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
 _HEADER = struct.Struct("<2sBB")
 # frame: seq, capture_ts, push_ts, src_w, src_h, input_w, input_h, scale, pad_x, pad_y
 _FRAME_FIXED = struct.Struct("<QddIIHHfff")
+#: Frame encodings (version 2's encoding byte).
+ENCODINGS = ("jpeg", "raw")
+_ENCODING_BYTE = {name: i for i, name in enumerate(ENCODINGS)}
 # result: seq, src_w, src_h, batch_size, then the timeline (6 doubles), then n_boxes
 _RESULT_FIXED = struct.Struct("<QIIH6dH")
 _BOX_DTYPE = np.dtype([("x1", "<f4"), ("y1", "<f4"), ("x2", "<f4"), ("y2", "<f4"), ("score", "<f4"), ("class_id", "<u2"), ("_pad", "<u2")])
@@ -59,7 +72,10 @@ class WireError(ValueError):
 
 @dataclass(frozen=True)
 class FrameMessage:
-    """One camera frame, already letterboxed to the model input and JPEG-encoded."""
+    """One camera frame, already letterboxed to the model input, JPEG-encoded or raw.
+
+    ``jpeg`` holds the image bytes whatever the ``encoding`` (the name predates raw frames): a JPEG file, or with
+    ``encoding="raw"`` the letterboxed image as uint8 ``input_h x input_w x 3`` (BGR, row-major)."""
 
     camera_id: str
     seq: int
@@ -73,6 +89,12 @@ class FrameMessage:
     pad_x: float
     pad_y: float
     jpeg: bytes = field(repr=False)
+    encoding: str = "jpeg"  # "jpeg" or "raw" (ENCODINGS)
+
+    @property
+    def payload(self) -> bytes:
+        """The image bytes (JPEG or raw)."""
+        return self.jpeg
 
 
 @dataclass(frozen=True)
@@ -130,13 +152,26 @@ def _check_times(**times: float) -> None:
             raise WireError("time", f"{name}={value!r} is not a finite, non-negative unix time")
 
 
-def encode_frame(msg: FrameMessage) -> bytes:
-    cam = _check_camera_id(msg.camera_id)
-    if len(msg.jpeg) > MAX_JPEG_BYTES:
-        raise WireError("too_large", f"jpeg of {len(msg.jpeg)} bytes > {MAX_JPEG_BYTES}")
-    if not msg.jpeg:
+def _check_payload(encoding: str, size: int, input_w: int, input_h: int) -> None:
+    if encoding == "raw":
+        if size > MAX_RAW_BYTES:
+            raise WireError("too_large", f"raw image of {size} bytes > {MAX_RAW_BYTES}")
+        if size != input_w * input_h * 3:
+            raise WireError("invalid", f"raw image of {size} bytes, {input_w}x{input_h}x3 = {input_w * input_h * 3}")
+        return
+    if size > MAX_JPEG_BYTES:
+        raise WireError("too_large", f"jpeg of {size} bytes > {MAX_JPEG_BYTES}")
+    if size == 0:
         raise WireError("invalid", "empty jpeg")
+
+
+def encode_frame(msg: FrameMessage) -> bytes:
+    """A frame message of version :data:`FRAME_VERSION` (2: with its encoding byte)."""
+    cam = _check_camera_id(msg.camera_id)
+    if msg.encoding not in _ENCODING_BYTE:
+        raise WireError("invalid", f"encoding {msg.encoding!r}, expected one of {', '.join(ENCODINGS)}")
     _check_sizes(src_w=msg.src_w, src_h=msg.src_h, input_w=msg.input_w, input_h=msg.input_h)
+    _check_payload(msg.encoding, len(msg.jpeg), msg.input_w, msg.input_h)
     _check_times(capture_ts=msg.capture_ts, push_ts=msg.push_ts)
     try:
         fixed = _FRAME_FIXED.pack(
@@ -146,8 +181,8 @@ def encode_frame(msg: FrameMessage) -> bytes:
     except struct.error as exc:
         raise WireError("invalid", str(exc)) from None
     return b"".join(
-        (_HEADER.pack(MAGIC, WIRE_VERSION, KIND_FRAME), bytes((len(cam),)), cam, fixed,
-         struct.pack("<I", len(msg.jpeg)), msg.jpeg)
+        (_HEADER.pack(MAGIC, FRAME_VERSION, KIND_FRAME), bytes((len(cam),)), cam, fixed,
+         struct.pack("<BI", _ENCODING_BYTE[msg.encoding], len(msg.jpeg)), msg.jpeg)
     )
 
 
@@ -166,7 +201,7 @@ def encode_result(msg: ResultMessage) -> bytes:
         fixed = _RESULT_FIXED.pack(msg.seq, msg.src_w, msg.src_h, msg.batch_size, *msg.timeline.as_tuple(), n)
     except struct.error as exc:
         raise WireError("invalid", str(exc)) from None
-    return b"".join((_HEADER.pack(MAGIC, WIRE_VERSION, KIND_RESULT), bytes((len(cam),)), cam, fixed, boxes.tobytes()))
+    return b"".join((_HEADER.pack(MAGIC, RESULT_VERSION, KIND_RESULT), bytes((len(cam),)), cam, fixed, boxes.tobytes()))
 
 
 class _Reader:
@@ -201,7 +236,7 @@ class _Reader:
             raise WireError("invalid", f"{len(self.view) - self.pos} trailing bytes")
 
 
-def _header(data: bytes, kind: int, limit: int) -> _Reader:
+def _header(data: bytes, kind: int, limit: int) -> tuple[_Reader, int]:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise WireError("garbage", f"expected bytes, got {type(data).__name__}")
     if len(data) > limit:
@@ -210,11 +245,11 @@ def _header(data: bytes, kind: int, limit: int) -> _Reader:
     magic, version, got_kind = reader.unpack(_HEADER, "header")
     if magic != MAGIC:
         raise WireError("garbage", f"bad magic {bytes(magic)!r}")
-    if version != WIRE_VERSION:
-        raise WireError("version", f"version {version}, this build reads {WIRE_VERSION}")
+    if version not in READ_VERSIONS:
+        raise WireError("version", f"version {version}, this build reads {', '.join(map(str, READ_VERSIONS))}")
     if got_kind != kind:
         raise WireError("kind", f"message kind {got_kind}, expected {kind}")
-    return reader
+    return reader, version
 
 
 def peek_kind(data: bytes) -> int:
@@ -224,31 +259,37 @@ def peek_kind(data: bytes) -> int:
     magic, version, kind = _HEADER.unpack_from(data)
     if magic != MAGIC:
         raise WireError("garbage", f"bad magic {bytes(magic)!r}")
-    if version != WIRE_VERSION:
-        raise WireError("version", f"version {version}, this build reads {WIRE_VERSION}")
+    if version not in READ_VERSIONS:
+        raise WireError("version", f"version {version}, this build reads {', '.join(map(str, READ_VERSIONS))}")
     return kind
 
 
 def decode_frame(data: bytes) -> FrameMessage:
-    reader = _header(data, KIND_FRAME, MAX_FRAME_MESSAGE_BYTES)
+    reader, version = _header(data, KIND_FRAME, MAX_FRAME_MESSAGE_BYTES)
     camera_id = reader.camera_id()
     seq, capture_ts, push_ts, src_w, src_h, input_w, input_h, scale, pad_x, pad_y = reader.unpack(_FRAME_FIXED, "frame fields")
     _check_sizes(src_w=src_w, src_h=src_h, input_w=input_w, input_h=input_h)
     _check_times(capture_ts=capture_ts, push_ts=push_ts)
     if not (np.isfinite(scale) and scale > 0 and np.isfinite(pad_x) and np.isfinite(pad_y)):
         raise WireError("invalid", f"letterbox scale={scale} pad=({pad_x}, {pad_y})")
-    (jpeg_len,) = reader.unpack(struct.Struct("<I"), "jpeg length")
-    if jpeg_len > MAX_JPEG_BYTES:
-        raise WireError("too_large", f"jpeg of {jpeg_len} bytes > {MAX_JPEG_BYTES}")
-    if jpeg_len == 0:
-        raise WireError("invalid", "empty jpeg")
-    jpeg = bytes(reader.take(jpeg_len, "jpeg"))
+    encoding = "jpeg"
+    if version >= 2:
+        (code,) = reader.take(1, "encoding")
+        if code >= len(ENCODINGS):
+            raise WireError("invalid", f"encoding byte {code}, known: {', '.join(ENCODINGS)}")
+        encoding = ENCODINGS[code]
+    (size,) = reader.unpack(struct.Struct("<I"), "image length")
+    # Checked before reading: a raw image must be exactly input_h x input_w x 3 (the inference worker then checks
+    # that this is its model's input), a JPEG non-empty and within its limit.
+    _check_payload(encoding, size, input_w, input_h)
+    image = bytes(reader.take(size, encoding))
     reader.done()
-    return FrameMessage(camera_id, seq, capture_ts, push_ts, src_w, src_h, input_w, input_h, scale, pad_x, pad_y, jpeg)
+    return FrameMessage(camera_id, seq, capture_ts, push_ts, src_w, src_h, input_w, input_h, scale, pad_x, pad_y, image,
+                        encoding)
 
 
 def decode_result(data: bytes) -> ResultMessage:
-    reader = _header(data, KIND_RESULT, MAX_RESULT_MESSAGE_BYTES)
+    reader, _version = _header(data, KIND_RESULT, MAX_RESULT_MESSAGE_BYTES)
     camera_id = reader.camera_id()
     seq, src_w, src_h, batch_size, *times, n = reader.unpack(_RESULT_FIXED, "result fields")
     _check_sizes(src_w=src_w, src_h=src_h)

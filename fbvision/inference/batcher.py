@@ -11,8 +11,9 @@ Policy of :meth:`Batcher.next` (see docs/inference.md):
    for the caller to count and dead-letter.
 
 :func:`autotune` measures frames/s per batch size on the real engine and picks the batch size to use: the
-smallest one within ``tolerance`` of the best throughput - so it never picks one slower than batch 1 beyond noise.
-On a CPU, where batching does not pay, that is 1; on a GPU it is the largest that still pays.
+smallest one within ``tolerance`` of the best throughput among those that beat batch 1 by a confidence margin in
+at least 3 of 4 interleaved rounds - so it never leaves batch 1 on a lucky measurement. On a CPU, where batching
+does not pay, that is 1; on a GPU it is the largest that still pays.
 """
 
 from __future__ import annotations
@@ -154,8 +155,13 @@ class Batcher:
 class AutotuneResult:
     batch: int  # the batch size to use (max_batch of the batcher)
     max_wait_ms: float  # the wait to use with it
-    table: list[dict]  # rows: batch, frames_per_s, ms_per_batch, ratio_vs_1, iterations
+    # rows: batch, frames_per_s, ms_per_batch, ratio_vs_1, iterations, and per-round ratios vs batch 1:
+    # ratio_median, ratio_p25 (the lower quartile: the confidence bound), wins (share of rounds beating batch 1),
+    # eligible (cleared the margin)
+    table: list[dict]
     seconds: float  # time the measurement took
+    rounds: int = 0  # interleaved rounds measured
+    margin: float | None = None  # the confidence margin a batch size > 1 had to clear (None: no margin, old rule)
 
 
 def candidate_batch_sizes(max_batch: int) -> list[int]:
@@ -168,26 +174,41 @@ def candidate_batch_sizes(max_batch: int) -> list[int]:
     return sizes
 
 
+#: Default confidence margin: a batch size > 1 is used only when, in at least 3 rounds of 4, it beat batch 1 by
+#: this much (the lower quartile of its per-round throughput ratio vs batch 1 is >= 1 + margin).
+AUTOTUNE_MARGIN = 0.10
+
+
 def autotune(
     engine,
     candidate_sizes: Iterable[int] | None = None,
     *,
     max_wait_ms: float = 10.0,
     budget_s: float = 3.0,
-    min_iterations: int = 3,
+    min_iterations: int = 5,
+    max_rounds: int = 200,
     tolerance: float = 0.95,
+    margin: float | None = AUTOTUNE_MARGIN,
     clock: Callable[[], float] = time.perf_counter,
 ) -> AutotuneResult:
     """Measure throughput per batch size on ``engine`` and choose the batch size to run with.
 
     The sizes are timed in interleaved rounds for about ``budget_s`` (at least ``min_iterations`` rounds), so a
     burst of contention - other stages starting beside the worker - is spread over every size instead of skewing
-    one. In each round every size gets an untimed call, then a timed one: a size measured right after a much
-    bigger batch would otherwise pay for the caches and thread pool that batch left cold, which steady traffic of
-    that size does not. The median time per batch gives frames/s. The chosen size is the smallest whose throughput is at least ``tolerance`` x the best;
-    batch 1 is always measured, so the choice is never slower than batch 1 by more than that noise margin. The
-    wait to use is ``min(max_wait_ms, ms per batch at 1)``: waiting longer than one single-frame inference takes
-    cannot pay off; with batch 1 there is nothing to wait for.
+    one; the order of the sizes rotates from round to round, so none is always measured first or right after the
+    biggest. In each round every size > 1 is timed *paired* with batch 1: the size, then batch 1 right after it.
+    Every timed call follows an untimed one of the same size: a size measured right after a much bigger batch would
+    otherwise pay for the caches and thread pool that batch left cold, which steady traffic of that size does not.
+    The median time per batch gives frames/s.
+
+    Robust choice (a batch measured at 1.59x in one run was 0.82x in the next, under load): each pair gives that
+    size's throughput ratio against the batch 1 timed right beside it (the same moment's contention). A size > 1 is
+    *eligible* only when the lower quartile of those per-round ratios is at least ``1 + margin`` - it beat batch 1
+    by the margin in at least 3 rounds of 4; batch 1 always is. The chosen size is the smallest eligible one whose
+    median throughput is at least ``tolerance`` x the best eligible one's. ``margin=None``: no confidence check
+    (every size eligible: the smallest within ``tolerance`` of the best, the former rule). The wait to use is
+    ``min(max_wait_ms, ms per batch at 1)``: waiting longer than one single-frame inference takes cannot pay off;
+    with batch 1 there is nothing to wait for.
     """
     started = clock()
     sizes = sorted({1, *(int(b) for b in (candidate_sizes or candidate_batch_sizes(engine.max_batch)))})
@@ -196,37 +217,61 @@ def autotune(
     rng = np.random.default_rng(0)
     batches = {b: rng.random((b, 3, h, w), dtype=np.float32) for b in sizes}
     times: dict[int, list[float]] = {b: [] for b in sizes}
+    ratios: dict[int, list[float]] = {b: [] for b in sizes}
+
+    def timed(b: int) -> float:
+        engine.infer(batches[b])  # untimed: back to this size's steady state
+        t0 = clock()
+        engine.infer(batches[b])
+        elapsed = clock() - t0
+        times[b].append(elapsed)
+        return elapsed
+
+    bigger = [b for b in sizes if b > 1]
     rounds_started = clock()
     rounds = 0
-    while rounds < min_iterations or (clock() - rounds_started < budget_s and rounds < 200):
-        for b in sizes:
-            engine.infer(batches[b])  # untimed: back to this size's steady state
-            t0 = clock()
-            engine.infer(batches[b])
-            times[b].append(clock() - t0)
+    while rounds < min_iterations or (clock() - rounds_started < budget_s and rounds < max_rounds):
+        if not bigger:
+            timed(1)
+        shift = rounds % len(bigger) if bigger else 0
+        for b in bigger[shift:] + bigger[:shift]:
+            # paired: batch 1 right after this size, so their ratio sees the same moment's contention
+            t_b = timed(b)
+            t_1 = timed(1)
+            ratios[b].append(b * t_1 / max(t_b, 1e-12))
         rounds += 1
     rows: list[dict] = []
     for b in sizes:
         ms = float(np.median(times[b])) * 1000.0
+        r = np.asarray(ratios[b]) if b > 1 else np.ones(1)
         rows.append({"batch": b, "frames_per_s": b / (ms / 1000.0) if ms > 0 else float("inf"),
-                     "ms_per_batch": ms, "iterations": len(times[b])})
+                     "ms_per_batch": ms, "iterations": len(times[b]),
+                     "ratio_median": float(np.median(r)), "ratio_p25": float(np.percentile(r, 25)),
+                     "wins": float(np.mean(r > 1.0)) if b > 1 else 0.0})
     base = rows[0]["frames_per_s"]
     for row in rows:
         row["ratio_vs_1"] = row["frames_per_s"] / base if base > 0 else 1.0
-    best = max(row["frames_per_s"] for row in rows)
-    chosen = next(row for row in rows if row["frames_per_s"] >= tolerance * best)
+        row["eligible"] = bool(row["batch"] == 1 or margin is None or row["ratio_p25"] >= 1.0 + margin)
+    eligible = [row for row in rows if row["eligible"]]
+    best = max(row["frames_per_s"] for row in eligible)
+    chosen = next(row for row in eligible if row["frames_per_s"] >= tolerance * best)
     wait = 0.0 if chosen["batch"] == 1 else min(float(max_wait_ms), rows[0]["ms_per_batch"])
-    result = AutotuneResult(batch=chosen["batch"], max_wait_ms=wait, table=rows, seconds=clock() - started)
+    result = AutotuneResult(batch=chosen["batch"], max_wait_ms=wait, table=rows, seconds=clock() - started,
+                            rounds=rounds, margin=margin)
     logger.info(
-        "autotune on %s: batch %d, wait %.1f ms (%s) in %.1f s", getattr(engine, "provider", "?"), result.batch,
-        wait, ", ".join(f"b{r['batch']}={r['frames_per_s']:.0f}/s" for r in rows), result.seconds,
+        "autotune on %s: batch %d, wait %.1f ms (%s; %d rounds, margin %s) in %.1f s",
+        getattr(engine, "provider", "?"), result.batch, wait,
+        ", ".join(f"b{r['batch']}={r['frames_per_s']:.0f}/s p25 {r['ratio_p25']:.2f}x" for r in rows), rounds,
+        "none" if margin is None else f"{margin:.0%}", result.seconds,
     )
     return result
 
 
 def format_table(rows: Sequence[dict]) -> str:
     """The autotune table as fixed-width text (for logs and the benchmark report)."""
-    lines = [f"{'batch':>5} {'frames/s':>10} {'ms/batch':>9} {'vs b1':>6}"]
+    lines = [f"{'batch':>5} {'frames/s':>10} {'ms/batch':>9} {'vs b1':>6} {'p25':>6} {'wins':>5} {'ok':>3}"]
     for r in rows:
-        lines.append(f"{r['batch']:>5} {r['frames_per_s']:>10.1f} {r['ms_per_batch']:>9.2f} {r['ratio_vs_1']:>6.2f}")
+        lines.append(f"{r['batch']:>5} {r['frames_per_s']:>10.1f} {r['ms_per_batch']:>9.2f} {r['ratio_vs_1']:>6.2f}"
+                     f" {r.get('ratio_p25', r['ratio_vs_1']):>6.2f} {r.get('wins', 0.0):>5.0%}"
+                     f" {'yes' if r.get('eligible', True) else 'no':>3}")
     return "\n".join(lines)

@@ -1,19 +1,63 @@
-"""Decoding the raw YOLO head on the inference worker: confidence floor, class subset, top-k, boxes in source coordinates."""
+"""Decoding on the inference worker: a frame's image (JPEG or raw, :func:`decode_image`), and the raw YOLO head
+(confidence floor, class subset, top-k, boxes in source coordinates, :func:`decode_yolo`)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
 
+import cv2
 import numpy as np
 
 from fbvision.core.candidates import Candidates
 from fbvision.core.letterbox import Letterbox
+from fbvision.core.wire import FrameMessage
+from fbvision.inference.jpeg import JpegHeaderError, jpeg_size
 
 logger = logging.getLogger(__name__)
 
 
-logger = logging.getLogger(__name__)
+class FrameRefused(ValueError):
+    """A frame whose image cannot go into the model: ``reason`` (the drop counter's name: ``bad_size``,
+    ``corrupt``) and a human ``detail``."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def decode_image(frame: FrameMessage, input_w: int, input_h: int) -> np.ndarray:
+    """The frame's letterboxed image as uint8 ``input_h x input_w x 3`` BGR, or :class:`FrameRefused`.
+
+    ``jpeg``: the header is checked first - a JPEG declaring another size than the model input (a JPEG bomb) is
+    refused before ``cv2.imdecode`` allocates for it. ``raw``: no decoding at all; the image must be exactly
+    ``input_h x input_w x 3`` bytes (a read-only view of the message's bytes is returned, no copy)."""
+    model = f"model {input_w}x{input_h}"
+    if (frame.input_w, frame.input_h) != (input_w, input_h):
+        raise FrameRefused("bad_size", f"input {frame.input_w}x{frame.input_h}, {model}")
+    data = frame.jpeg
+    if frame.encoding == "raw":
+        if len(data) != input_w * input_h * 3:
+            raise FrameRefused("bad_size", f"raw image of {len(data)} bytes, {model} needs {input_w * input_h * 3}")
+        return np.frombuffer(data, dtype=np.uint8).reshape(input_h, input_w, 3)
+    if frame.encoding != "jpeg":
+        raise FrameRefused("corrupt", f"unknown encoding {frame.encoding!r}")
+    try:
+        width, height = jpeg_size(data)
+    except JpegHeaderError as exc:
+        raise FrameRefused("corrupt", f"no readable JPEG header ({exc})") from None
+    if (width, height) != (input_w, input_h):
+        raise FrameRefused("bad_size", f"JPEG header says {width}x{height}, {model}; not decoded")
+    try:
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error as exc:
+        raise FrameRefused("corrupt", f"JPEG could not be decoded ({exc})") from None
+    if image is None:
+        raise FrameRefused("corrupt", "JPEG could not be decoded")
+    if image.shape[:2] != (input_h, input_w):
+        raise FrameRefused("bad_size", f"decoded {image.shape[1]}x{image.shape[0]}, {model}")
+    return image
 
 
 def decode_yolo(

@@ -4,8 +4,9 @@ One loop per worker process (any number of workers share ``batch_frames``; ``LPO
 one of them). Per batch:
 
 * :class:`fbvision.inference.batcher.Batcher` forms the batch (max batch, max wait, stale drop) - see docs/inference.md;
-* JPEGs are decoded by a thread pool (``cv2.imdecode`` releases the GIL), each thread writing its image straight
-  into its slot of one preallocated contiguous ``[max_batch, 3, H, W]`` float32 tensor (BGR→RGB, /255);
+* JPEGs are decoded by a thread pool (``cv2.imdecode`` releases the GIL), raw frames (wire version 2,
+  ``encoding: raw``) only size-checked and viewed (:func:`fbvision.inference.decode.decode_image`), each thread
+  writing its image straight into its slot of one preallocated contiguous ``[max_batch, 3, H, W]`` float32 tensor (BGR→RGB, /255);
 * the engine runs once on the batch; :func:`fbvision.inference.decode.decode_yolo` reduces the raw head to a few
   candidates per image (class subset, confidence floor, top-k) in source pixels - the head never leaves here;
 * one :class:`ResultMessage` per frame, with the full timeline, is published to its camera's result partition.
@@ -35,7 +36,6 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from fbvision.core.clock import ReferenceClock
@@ -55,9 +55,8 @@ from fbvision.inference.batcher import (
     candidate_batch_sizes,
     format_table,
 )
-from fbvision.inference.decode import decode_yolo
+from fbvision.inference.decode import FrameRefused, decode_image, decode_yolo
 from fbvision.inference.engines import Engine, build_engine
-from fbvision.inference.jpeg import JpegHeaderError, jpeg_size
 
 logger = logging.getLogger(__name__)
 
@@ -193,7 +192,7 @@ class InferenceWorker:
             self.engine.warmup([1])
             result = autotune(
                 self.engine, candidate_batch_sizes(self.batcher.max_batch), max_wait_ms=self.config.max_wait_ms,
-                budget_s=self.autotune_budget_s,
+                budget_s=self.autotune_budget_s, margin=self.config.autotune_margin,
             )
             self.autotune_result = result
             self.batcher.max_batch = result.batch
@@ -321,6 +320,11 @@ class InferenceWorker:
             "counters": totals,
             "batch_sizes": {int(k.split(":")[1]): v for k, v in totals.items() if k.startswith("batch_size:")},
             "autotune": self.autotune_result.table if self.autotune_result else None,
+            # How the table was measured: interleaved rounds, and the confidence margin a batch > 1 had to clear.
+            "autotune_info": {
+                "batch": self.autotune_result.batch, "rounds": self.autotune_result.rounds,
+                "margin": self.autotune_result.margin, "seconds": round(self.autotune_result.seconds, 2),
+            } if self.autotune_result else None,
             "clock": self.clock.report(),
             "at": time.time(),
         }
@@ -383,28 +387,15 @@ class InferenceWorker:
         return refusals
 
     def _decode_into(self, slot: int, frame: FrameMessage, tensor: np.ndarray | None = None) -> tuple[str, str] | None:
-        """Decode one JPEG into slot ``slot`` of ``tensor`` (default: the first buffer); returns (drop reason,
+        """Decode one frame (JPEG or raw) into slot ``slot`` of ``tensor`` (default: the first buffer); returns (drop reason,
         detail), or None when the slot is filled. Never raises: whatever one frame does, it drops that frame only."""
         out = self._tensor if tensor is None else tensor
-        model = f"model {self.input_w}x{self.input_h}"
-        if (frame.input_w, frame.input_h) != (self.input_w, self.input_h):
-            return "bad_size", f"input {frame.input_w}x{frame.input_h}, {model}"
-        # The header first: a JPEG declaring more pixels than the input (a JPEG bomb) is refused before
-        # imdecode allocates for it, or raises past OpenCV's own limit.
+        # JPEG: the header first - a JPEG declaring more pixels than the input (a JPEG bomb) is refused before
+        # imdecode allocates for it, or raises past OpenCV's own limit. Raw: exactly input_h x input_w x 3 bytes.
         try:
-            width, height = jpeg_size(frame.jpeg)
-        except JpegHeaderError as exc:
-            return "corrupt", f"no readable JPEG header ({exc})"
-        if (width, height) != (self.input_w, self.input_h):
-            return "bad_size", f"JPEG header says {width}x{height}, {model}; not decoded"
-        try:
-            image = cv2.imdecode(np.frombuffer(frame.jpeg, dtype=np.uint8), cv2.IMREAD_COLOR)
-        except cv2.error as exc:
-            return "corrupt", f"JPEG could not be decoded ({exc})"
-        if image is None:
-            return "corrupt", "JPEG could not be decoded"
-        if image.shape[:2] != (self.input_h, self.input_w):
-            return "bad_size", f"decoded {image.shape[1]}x{image.shape[0]}, {model}"
+            image = decode_image(frame, self.input_w, self.input_h)
+        except FrameRefused as exc:
+            return exc.reason, exc.detail
         try:
             # BGR HWC uint8 -> RGB CHW float32 0..1, written in place (numpy releases the GIL in the loop).
             to_tensor(image, out=out[slot : slot + 1])

@@ -223,6 +223,8 @@ def build_report(run: PipelineRun, ended_at: float) -> dict:
         "exit_reason": run.exit_reason,
         "restarts": dict(run.supervisor.restart_counts) if run.supervisor else {},
         "redis": redact_url(run.redis_url or ""),
+        # The ephemeral frames Redis when the two roles are split (redis.frames_url), else None: one server.
+        "frames_redis": redact_url(run.settings.redis.frames_url) if run.settings.redis.frames_url else None,
         "provider": snap_inf.get("provider"),
         # True when the engine is the SIMULATED accelerator or the null engine (model.engine: sim / null).
         "engine_simulated": bool(snap_inf.get("engine_simulated")),
@@ -235,6 +237,7 @@ def build_report(run: PipelineRun, ended_at: float) -> dict:
         "onnxruntime": onnxruntime_build(),
         "intra_op_threads": run.settings.model.intra_op_threads,
         "autotune": snap_inf.get("autotune"),
+        "autotune_info": snap_inf.get("autotune_info"),  # rounds, margin, seconds of the measurement
         # What the worker runs with after auto-tune (the configured inference.max_batch when it was off).
         "batch": {"chosen": snap_inf.get("max_batch"), "max_wait_ms": snap_inf.get("max_wait_ms"),
                   "configured": run.settings.inference.max_batch, "autotune": run.settings.inference.autotune},
@@ -318,7 +321,8 @@ def render_markdown(r: dict) -> str:
         f"- CPU flags: {' '.join(m.get('cpu_flags') or []) or '-'}; usable CPUs {m.get('usable_cpus')}, "
         f"cgroup quota {m.get('cpu_quota') or 'none'}, OMP_NUM_THREADS {m.get('omp_num_threads') or 'unset'}, "
         f"model.intra_op_threads {r.get('intra_op_threads', '-')} (0 = ONNX Runtime's default)",
-        f"- model: `{r['config']['model']['path']}` on **{r['provider']}**; Redis {r['redis']}",
+        f"- model: `{r['config']['model']['path']}` on **{r['provider']}**; Redis {r['redis']}"
+        + (f" (frames: {r['frames_redis']})" if r.get("frames_redis") else ""),
         f"- ONNX Runtime {(r.get('onnxruntime') or {}).get('version')} ({(r.get('onnxruntime') or {}).get('device')} "
         f"build), providers available: {', '.join((r.get('onnxruntime') or {}).get('available_providers') or []) or '-'}",
         f"- batch size: **{(r.get('batch') or {}).get('chosen')}** (configured max {(r.get('batch') or {}).get('configured')}, "
@@ -393,14 +397,34 @@ def render_markdown(r: dict) -> str:
         lines += [f"- `{p}`" for p in r["snapshots"]]
     if r.get("previews"):
         lines += ["", "## Annotated previews", ""] + [f"- `{p}`" for p in r["previews"]]
-    if r.get("autotune"):
-        chosen = (r.get("batch") or {}).get("chosen")
-        lines += ["", f"## Auto-tune (this machine): batch {chosen} chosen", "",
-                  "| batch | frames/s | ms/batch | vs batch 1 | chosen |", "|---|---|---|---|---|"]
-        for row in r["autotune"]:
-            lines.append(f"| {row.get('batch')} | {row.get('frames_per_s', 0):.1f} | {row.get('ms_per_batch', 0):.1f} "
-                         f"| {row.get('ratio_vs_1', 0):.2f} | {'**yes**' if row.get('batch') == chosen else ''} |")
+    lines += autotune_lines(r)
     return "\n".join(lines) + "\n"
+
+
+def autotune_lines(r: dict) -> list[str]:
+    """The report's auto-tune section: the chosen batch, how it was measured (rounds, margin) and the table."""
+    if not r.get("autotune"):
+        return []
+    lines: list[str] = []
+    chosen = (r.get("batch") or {}).get("chosen")
+    info = r.get("autotune_info") or {}
+    lines += ["", f"## Auto-tune (this machine): batch {chosen} chosen", ""]
+    if info:
+        margin = info.get("margin")
+        lines += [f"Median of {info.get('rounds')} interleaved rounds ({info.get('seconds')} s); a batch size > 1 "
+                  + ("needs no margin" if margin is None else
+                     f"must beat batch 1 by {margin:.0%} in 3 of 4 paired measurements (lower quartile of "
+                     "its ratio, column p25)") + ".", ""]
+    lines += ["| batch | frames/s | ms/batch | vs batch 1 | p25 vs b1 | pairs won | eligible | chosen |",
+              "|---|---|---|---|---|---|---|---|"]
+    for row in r["autotune"]:
+        p25, wins = row.get("ratio_p25"), row.get("wins")
+        lines.append(f"| {row.get('batch')} | {row.get('frames_per_s', 0):.1f} | {row.get('ms_per_batch', 0):.1f} "
+                     f"| {row.get('ratio_vs_1', 0):.2f} | {'' if p25 is None else f'{p25:.2f}'} "
+                     f"| {'' if wins is None or row.get('batch') == 1 else f'{wins:.0%}'} "
+                     f"| {'' if 'eligible' not in row else ('yes' if row['eligible'] else 'no')} "
+                     f"| {'**yes**' if row.get('batch') == chosen else ''} |")
+    return lines
 
 
 def add_snapshots(report: dict, run: PipelineRun) -> None:

@@ -98,8 +98,9 @@ class PipelineRun:
                                      window_s=self.settings.runner.restart_window_s, log_level=self.log_level,
                                      log_queue=self.run_log.queue)
         self.supervisor.start()
-        logger.info("pipeline started: redis %s, backend %s, run dir %s",
-                    redact_url(self.redis_url), self.backend_url, self.run_dir)
+        frames = self.settings.redis.frames_url
+        logger.info("pipeline started: redis %s%s, backend %s, run dir %s", redact_url(self.redis_url),
+                    f" (frames: {redact_url(frames)})" if frames else "", self.backend_url, self.run_dir)
 
     def _camera_stages(self) -> list[StageSpec]:
         """The camera managers: ``camera.processes`` of them (0: by core count), the cameras split evenly;
