@@ -41,6 +41,10 @@ class PipelineRun:
         self.settings = settings
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        if settings.evidence.dir is None:  # the embedded run keeps its evidence with its report
+            settings = settings.model_copy(deep=True)
+            settings.evidence.dir = self.run_dir / "evidence"
+            self.settings = settings
         self.dashboard_enabled = settings.runner.dashboard if dashboard is None else dashboard
         self.log_level = log_level
         self.record = record
@@ -75,8 +79,10 @@ class PipelineRun:
             port = free_port()
             self.backend_base = f"http://127.0.0.1:{port}"
             self.backend_url = f"{self.backend_base}/alerts"
-            backend.append(StageSpec("backend", backend_stage, (str(self.run_dir / "alerts.sqlite"), port)))
         cfg = self.settings.model_dump_json()
+        if self.backend_base is not None:
+            backend.append(StageSpec("backend", backend_stage, (str(self.run_dir / "alerts.sqlite"), port,
+                                                                str(self.settings.evidence.dir), cfg, self.redis_url)))
         recording = str(self.run_dir / "recording") if self.record else ""
         pipeline = [  # upstream first: the one list of the stages and their order
             StageSpec("camera", camera_stage, (cfg, self.redis_url)),
@@ -93,6 +99,8 @@ class PipelineRun:
         self.supervisor.start()
         logger.info("pipeline started: redis %s, backend %s, run dir %s",
                     redact_url(self.redis_url), self.backend_url, self.run_dir)
+        if self.backend_base is not None:
+            logger.info("review page: %s/review (alerts with their snapshot and clip, verdicts)", self.backend_base)
 
     def install_signal_handlers(self) -> None:
         """First Ctrl-C/SIGTERM: finish and report. Second: stop now."""
@@ -189,7 +197,7 @@ class PipelineRun:
 
     def execute(self, duration_s: float | None) -> RunOutcome:
         from fbvision.run.dashboard import Dashboard
-        from fbvision.run.report import add_previews, add_snapshots, build_report, write_report
+        from fbvision.run.report import add_evidence, add_previews, build_report, write_report
 
         self.start()
         dash = Dashboard(self, enabled=self.dashboard_enabled)
@@ -212,9 +220,9 @@ class PipelineRun:
             ended = time.time()
             report = build_report(self, ended)
             try:
-                add_snapshots(report, self)
-            except Exception:  # snapshots are a nicety: never lose the report over them
-                logger.exception("alert snapshots failed")
+                add_evidence(report, self)
+            except Exception:  # never lose the report over the evidence listing
+                logger.exception("listing the alerts' evidence failed")
             if self.preview:
                 try:
                     add_previews(report, self)
