@@ -6,6 +6,7 @@
     fbvision logic    [--config F] [--id]  logic worker             (= runners/run_logic.py)
     fbvision delivery [--config F]         alert delivery to alerts.backend_url
     fbvision backend  [--port --db]        the embedded alert backend (SQLite)
+    fbvision review   --db F --evidence D  the review page on a backend database (= backend; docs/evidence-and-review.md)
     fbvision config check [FILE] [--probe] validate the config and what it points at (files, scenes, model, URLs)
     fbvision config show [FILE] [--diff]   print the effective config as YAML (secrets masked; --diff: non-defaults)
     fbvision --version
@@ -111,7 +112,8 @@ def _backend(args: argparse.Namespace) -> int:
 
     # The token from --token, else the backend reads FBV_BACKEND_TOKEN itself (keeps it off the command line).
     backend_main(["--host", args.host, "--port", str(args.port), "--db", args.db,
-                  *(["--token", args.token] if args.token else [])])
+                  *(["--token", args.token] if args.token else []),
+                  *(["--evidence", args.evidence] if args.evidence else [])])
     return 0
 
 
@@ -140,13 +142,16 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--id", default=None, help="worker id (stable across restarts; default: logic@host:pid)")
             p.add_argument("--record", default=None, help="folder for the parquet recording (off by default)")
         p.set_defaults(func=_stage)
-    b = sub.add_parser("backend", help="embedded alert backend (HTTP -> SQLite)")
-    b.add_argument("--host", default="127.0.0.1")
-    b.add_argument("--port", type=int, default=8088)
-    b.add_argument("--db", default="runs/alerts.sqlite")
-    b.add_argument("--token", default=None,
-                   help="bearer token required on /alerts (default $FBV_BACKEND_TOKEN); needed unless --host is loopback")
-    b.set_defaults(func=_backend)
+    for name, text in (("backend", "embedded alert backend (HTTP -> SQLite) with the review page"),
+                       ("review", "the review page (/review) on a backend database and its evidence directory")):
+        b = sub.add_parser(name, help=text)
+        b.add_argument("--host", default="127.0.0.1")
+        b.add_argument("--port", type=int, default=8088)
+        b.add_argument("--db", default="runs/alerts.sqlite")
+        b.add_argument("--evidence", default=None, help="evidence directory served under /evidence/ (snapshots, clips)")
+        b.add_argument("--token", default=None, help="bearer token (or basic-auth password) required on /alerts and "
+                       "the review page (default $FBV_BACKEND_TOKEN); needed unless --host is loopback")
+        b.set_defaults(func=_backend)
     r = sub.add_parser("run", help="the whole pipeline on this host (= runners/run_all.py)",
                        description=run_main.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     run_main.add_arguments(r)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up shared by `make run`, `make test` and `make bench`.
 #   scripts/setup.sh run    -> .venv with the runtime (+ the ONNX Runtime build that fits this machine), redis-server
-#   scripts/setup.sh test   -> the above + export/dev/lab extras + the RTSP test server's Debian packages
+#   scripts/setup.sh test   -> the above + export/dev/lab extras + the RTSP test server's and the browser test's (chromium) Debian packages
 #   scripts/setup.sh lab    -> the runtime + JupyterLab, and the project's kernel (.venv's Python) for the notebooks
 # Installs Debian packages only when running as root; otherwise prints exactly what to install.
 set -euo pipefail
@@ -17,6 +17,8 @@ need_debs=()
 command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || need_debs+=(redis-server)
 if [ "$mode" = test ]; then
   command -v ffmpeg >/dev/null 2>&1 || need_debs+=(ffmpeg)
+  # The review page's browser test (tests/e2e/test_review_page.py): Debian's chromium and its driver, no download.
+  { command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; } || need_debs+=(chromium chromium-driver)
   if ! /usr/bin/python3 -c "import gi; gi.require_version('Gst','1.0'); gi.require_version('GstRtspServer','1.0'); from gi.repository import Gst, GstRtspServer; Gst.init(None); assert Gst.ElementFactory.find('x264enc') and Gst.ElementFactory.find('rtph264pay') and Gst.ElementFactory.find('qtdemux')" >/dev/null 2>&1; then
     need_debs+=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly)
   fi

@@ -13,13 +13,17 @@ The demo and the tests need somebody to deliver alerts to; a real deployment poi
   ``_row`` id and ``_received_at``; at most ``MAX_PAGE`` per request (a larger ``limit`` is clamped, one below
   1 is ``400``): page with ``since``.
 * ``GET /health`` - ``{"status": "ok", "alerts": n}`` (no token needed: for liveness probes).
+* ``GET /evidence/<episode key>[-<severity>].jpg|.mp4`` - the alerts' evidence files (``evidence_dir``), 404 until
+  the camera manager has written them; byte ranges for the ``<video>`` element.
+* The review page (``/review``, verdicts, missed events): see :mod:`fbvision.alerts.review`.
 
 It always answers: any failure while handling a request (a database error included) is a ``500`` with a JSON
 body, never a dropped connection; a client that sends its request slower than ``request_timeout_s`` per read
 gets a ``408`` (or, stuck in its headers, its connection closed) so it cannot hold a thread for ever.
 
-Security: binds ``127.0.0.1`` by default. With a ``token`` every ``/alerts`` request needs
-``Authorization: Bearer <token>`` (else ``401``); binding any non-loopback address without a token is refused.
+Security: binds ``127.0.0.1`` by default. With a ``token`` every ``/alerts``, review and evidence request needs
+``Authorization: Bearer <token>`` or basic auth with the token as password (a browser asks for it), else ``401``;
+binding any non-loopback address without a token is refused. Form posts from another origin are refused (403).
 
 Standard library only (``http.server.ThreadingHTTPServer`` + ``sqlite3``); no eval, no pickle.
 Run on its own: ``python -m fbvision.alerts.backend --port 8088 --db runs/alerts.sqlite``
@@ -29,6 +33,8 @@ Run on its own: ``python -m fbvision.alerts.backend --port 8088 --db runs/alerts
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import hmac
 import ipaddress
 import json
@@ -39,11 +45,13 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from pydantic import ValidationError
 
+from fbvision.alerts import review
 from fbvision.core.events import AlertEvent
+from fbvision.core.evidence import FILE_RE
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +76,9 @@ CREATE TABLE IF NOT EXISTS alerts (
     body TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS alerts_camera ON alerts (camera_id, row);
-"""
+CREATE INDEX IF NOT EXISTS alerts_episode ON alerts (episode_key, row);
+""" + review.REVIEW_SCHEMA
+MAX_EPISODE_ROWS = 20_000  # alert events the review list reads (newest)
 
 
 class AlertStore:
@@ -121,6 +131,92 @@ class AlertStore:
         with self._lock:
             return int(self._conn.execute("SELECT COUNT(*) FROM alerts").fetchone()[0])
 
+    # -- review (fbvision.alerts.review) ------------------------------------------------------------------------
+    _EVENT_COLS = "row, episode_key, camera_id, track_id, rule, state, severity, started_at, updated_at, body"
+
+    def _event_rows(self, where: str = "", args: tuple = ()) -> list[dict]:
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT * FROM (SELECT {self._EVENT_COLS} FROM alerts {where} ORDER BY row DESC LIMIT ?)"
+                " ORDER BY row", (*args, MAX_EPISODE_ROWS)).fetchall()
+        out = []
+        for row in rows:
+            d = dict(zip(("row", "episode_key", "camera_id", "track_id", "rule", "state", "severity", "started_at",
+                          "updated_at"), row[:9], strict=True))
+            body = json.loads(row[9])
+            d["message"] = body.get("message", "")
+            d["evidence"] = body.get("evidence") or {}
+            out.append(d)
+        return out
+
+    def latest_verdicts(self) -> dict[str, dict]:
+        """Episode key -> its latest verdict (``verdict``, ``note``, ``who``, ``at``, ``start_at``, ``end_at``)."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT episode_key, verdict, note, who, at, start_at, end_at FROM verdicts WHERE row IN "
+                "(SELECT MAX(row) FROM verdicts GROUP BY episode_key)").fetchall()
+        return {k: {"verdict": v, "note": n, "who": w, "at": a, "start_at": s, "end_at": e}
+                for k, v, n, w, a, s, e in rows}
+
+    def episodes(self, camera_id: str | None = None, since: float | None = None) -> list[dict]:
+        where, args = [], []
+        if camera_id is not None:
+            where.append("camera_id = ?")
+            args.append(camera_id)
+        if since is not None:
+            where.append("started_at >= ?")
+            args.append(since)
+        rows = self._event_rows(("WHERE " + " AND ".join(where)) if where else "", tuple(args))
+        return review.episodes_from_rows(rows, self.latest_verdicts())
+
+    def episode(self, key: str) -> dict | None:
+        eps = review.episodes_from_rows(self._event_rows("WHERE episode_key = ?", (key,)), self.latest_verdicts())
+        return eps[0] if eps else None
+
+    def add_verdict(self, key: str, verdict: str, note: str, who: str, start_at: float | None = None,
+                    end_at: float | None = None) -> bool:
+        with self._lock:
+            if self._conn.execute("SELECT 1 FROM alerts WHERE episode_key = ? LIMIT 1", (key,)).fetchone() is None:
+                return False
+            self._conn.execute("INSERT INTO verdicts (episode_key, verdict, note, who, at, start_at, end_at) "
+                               "VALUES (?,?,?,?,?,?,?)", (key, verdict, note, who, time.time(), start_at, end_at))
+        return True
+
+    def verdict_history(self, key: str) -> list[dict]:
+        with self._lock:
+            rows = self._conn.execute("SELECT verdict, note, who, at FROM verdicts WHERE episode_key = ? ORDER BY row",
+                                      (key,)).fetchall()
+        return [{"verdict": v, "note": n, "who": w, "at": a} for v, n, w, a in rows]
+
+    def verdicts(self) -> list[dict]:
+        """Every episode's latest verdict with the episode's camera, rule, track, start and highest severity."""
+        latest = self.latest_verdicts()
+        out = []
+        for ep in review.episodes_from_rows(self._event_rows(), latest):
+            v = ep["verdict_info"]
+            if v:
+                raised = next((r["updated_at"] for r in ep["events"] if r["state"] == "raised"), None)
+                resolved = next((r["updated_at"] for r in ep["events"] if r["state"] == "resolved"), None)
+                out.append({k: ep[k] for k in ("episode_key", "camera_id", "rule", "track_id", "started_at",
+                                                "severity")} | {"raised_at": raised, "resolved_at": resolved} | v)
+        return sorted(out, key=lambda r: (r["started_at"], r["episode_key"]))
+
+    def add_missed(self, camera_id: str, rule: str, start_at: float, end_at: float, note: str, who: str) -> None:
+        with self._lock:
+            self._conn.execute("INSERT INTO missed (camera_id, rule, start_at, end_at, note, who, at) VALUES "
+                               "(?,?,?,?,?,?,?)", (camera_id, rule, start_at, end_at, note, who, time.time()))
+
+    def missed(self, camera_id: str | None = None) -> list[dict]:
+        query = "SELECT camera_id, rule, start_at, end_at, note, who, at FROM missed"
+        args: tuple = ()
+        if camera_id is not None:
+            query += " WHERE camera_id = ?"
+            args = (camera_id,)
+        with self._lock:
+            rows = self._conn.execute(query + " ORDER BY row", args).fetchall()
+        return [dict(zip(("camera_id", "rule", "start_at", "end_at", "note", "who", "at"), r, strict=True))
+                for r in rows]
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()
@@ -134,6 +230,7 @@ class _Handler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         self.timeout = self.server.request_timeout_s  # StreamRequestHandler puts it on the socket
         self._replied = False
+        self._user = ""  # the basic-auth user name, when the review page was opened with one
         super().setup()
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the stdlib's name
@@ -170,17 +267,50 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass  # the client is gone
 
-    def _authorized(self) -> bool:
+    def _authorized(self, browser: bool = False) -> bool:
+        """With a token: ``Authorization: Bearer <token>``, or (for a browser on the review page) basic auth with
+        the token as the password and any user name (recorded as who gave a verdict)."""
+        self._user = ""
         token = self.server.token
         if token is None:
             return True
         given = self.headers.get("Authorization") or ""
         if hmac.compare_digest(given.encode("utf-8", "replace"), f"Bearer {token}".encode()):
             return True
+        if given.startswith("Basic "):
+            try:
+                user, _, password = base64.b64decode(given[6:], validate=True).decode("utf-8").partition(":")
+            except (binascii.Error, UnicodeDecodeError):
+                user, password = "", ""
+            if hmac.compare_digest(password.encode(), token.encode()):
+                self._user = user[:100]
+                return True
         logger.warning("%s: %s %s without a valid bearer token: 401", self.address_string(), self.command,
                        urlsplit(self.path).path)
-        self._reply(401, {"error": "Authorization: Bearer <token> required"}, {"WWW-Authenticate": "Bearer"})
+        challenge = 'Basic realm="fbvision review", charset="UTF-8"' if browser else "Bearer"
+        self._reply(401, {"error": "Authorization: Bearer <token> required (or basic auth, the token as password)"},
+                    {"WWW-Authenticate": challenge})
         return False
+
+    def _send(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
+        self._replied = True
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Content-Type-Options", "nosniff")
+        if content_type.startswith("text/html"):
+            self.send_header("Content-Security-Policy", review.CSP)  # only our inline scripts (by hash) run
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _html(self, body: bytes, status: int = 200) -> None:
+        self._send(status, body, "text/html; charset=utf-8", {"Cache-Control": "no-store"})
+
+    def _redirect(self, location: str) -> None:
+        self._send(303, b"", "text/plain", {"Location": location})
 
     def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
         self._answering(self._get)
@@ -188,8 +318,15 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
         self._answering(self._post)
 
+    def do_HEAD(self) -> None:  # noqa: N802 - the stdlib's name
+        self._answering(self._get)
+
     def _get(self) -> None:
         url = urlsplit(self.path)
+        if url.path == "/" or url.path.startswith(("/review", "/evidence/", "/api/", "/verdicts.csv", "/missed.csv")):
+            if self._authorized(browser=True):
+                self._get_review(url.path, {k: v[0] for k, v in parse_qs(url.query).items()})
+            return
         if url.path == "/health":
             self._reply(200, {"status": "ok", "alerts": self.server.store.count()})
             return
@@ -212,31 +349,43 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._reply(404, {"error": f"no such path {url.path}"})
 
-    def _post(self) -> None:
-        if urlsplit(self.path).path != "/alerts":
-            self._reply(404, {"error": "POST /alerts only"})
-            return
-        if not self._authorized():
-            return
+    def _body(self, *content_types: str) -> bytes | None:
+        """The request body, or None when an error was answered (length, size, content type)."""
         length_header = self.headers.get("Content-Length")
         if length_header is None:
             self._reply(411, {"error": "Content-Length required"})
-            return
+            return None
         try:
             length = int(length_header)
         except ValueError:
             self._reply(400, {"error": "bad Content-Length"})
-            return
+            return None
         if length < 0 or length > self.server.max_body_bytes:
             self._reply(413, {"error": f"body over {self.server.max_body_bytes} bytes"})
-            return
+            return None
         content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-        if content_type != "application/json":
-            self._reply(415, {"error": "Content-Type must be application/json"})
-            return
+        if content_type not in content_types:
+            self._reply(415, {"error": f"Content-Type must be {' or '.join(content_types)}"})
+            return None
         raw = self.rfile.read(length)
         if len(raw) != length:
             self._reply(400, {"error": f"body shorter than Content-Length ({len(raw)} < {length})"})
+            return None
+        return raw
+
+    def _post(self) -> None:
+        path = urlsplit(self.path).path
+        if path.startswith(("/review/", "/api/")):
+            if self._authorized(browser=True):
+                self._post_review(path)
+            return
+        if path != "/alerts":
+            self._reply(404, {"error": "POST /alerts only"})
+            return
+        if not self._authorized():
+            return
+        raw = self._body("application/json")
+        if raw is None:
             return
         try:
             text = raw.decode("utf-8")
@@ -269,12 +418,176 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(200, {"stored": False, "duplicate": True})
 
 
+    # -- the review page (fbvision.alerts.review) ----------------------------------------------------------------
+    def _get_review(self, path: str, query: dict[str, str]) -> None:
+        store = self.server.store
+        if path == "/":
+            self._send(302, b"", "text/plain", {"Location": "/review"})
+        elif path.startswith("/evidence/"):
+            self._evidence(unquote(path[len("/evidence/"):]))
+        elif path == "/review":
+            try:
+                episodes = review.filter_episodes(store.episodes(), query)
+            except ValueError as exc:
+                self._html(review.page("bad filter", f"<p>bad filter: {review.e(str(exc))}</p>"), 400)
+                return
+            everything = store.episodes()
+            cameras = sorted({ep["camera_id"] for ep in everything})
+            rules = sorted({ep["rule"] for ep in everything})
+            self._html(review.list_page(episodes, query, cameras, rules))
+        elif path.startswith("/review/alert/"):
+            key = unquote(path[len("/review/alert/"):])
+            ep = store.episode(key)
+            if ep is None:
+                self._html(review.page("no such alert", "<p>No such alert.</p>"), 404)
+                return
+            try:
+                ordered = [x["episode_key"] for x in review.filter_episodes(store.episodes(), query)]
+            except ValueError:
+                ordered = []
+            qs = review._qs(query)
+            prev_href = next_href = None
+            if key in ordered:
+                i = ordered.index(key)
+                if i > 0:
+                    prev_href = f"/review/alert/{ordered[i - 1]}{qs}"
+                if i + 1 < len(ordered):
+                    next_href = f"/review/alert/{ordered[i + 1]}{qs}"
+            self._html(review.alert_page(ep, self._media(ep), store.verdict_history(key), prev_href, next_href, query))
+        elif path.startswith("/review/camera/"):
+            camera_id = unquote(path[len("/review/camera/"):])
+            status = None
+            if self.server.status_source is not None:
+                try:
+                    status = self.server.status_source().get(camera_id)
+                except Exception:  # noqa: BLE001 - Redis away: the page says "unknown"
+                    status = None
+            episodes = store.episodes(camera_id=camera_id, since=time.time() - 86400)
+            self._html(review.camera_page(camera_id, status, episodes, store.missed(camera_id)))
+        elif path == "/api/verdicts":
+            self._reply(200, store.verdicts())
+        elif path == "/api/missed":
+            self._reply(200, store.missed())
+        elif path == "/missed.csv":
+            self._send(200, review.missed_csv(store.missed()), "text/csv; charset=utf-8",
+                       {"Content-Disposition": "attachment; filename=missed.csv"})
+        elif path == "/verdicts.csv":
+            self._send(200, review.verdicts_csv(store.verdicts()), "text/csv; charset=utf-8",
+                       {"Content-Disposition": "attachment; filename=verdicts.csv"})
+        else:
+            self._reply(404, {"error": f"no such path {path}"})
+
+    def _media(self, ep: dict) -> dict:
+        """The raised event's snapshot and clip URLs when the files exist (or when the backend has no evidence
+        directory to look in: an external store), and the escalations' snapshots."""
+        def present(url: str | None) -> str | None:
+            if not url:
+                return None
+            folder = self.server.evidence_dir
+            if folder is None or not url.startswith("/evidence/"):
+                return url
+            name = url[len("/evidence/"):]
+            return url if FILE_RE.match(name) and (folder / name).is_file() else None
+
+        first = ep["events"][0]["evidence"]
+        escalations = [present(r["evidence"].get("snapshot")) for r in ep["events"][1:] if r["state"] == "ongoing"]
+        return {"snapshot": present(first.get("snapshot")), "clip": present(first.get("clip")),
+                "escalations": [u for u in escalations if u]}
+
+    def _evidence(self, name: str) -> None:
+        folder = self.server.evidence_dir
+        if folder is None or not FILE_RE.match(name):
+            self._reply(404, {"error": "no such evidence"})
+            return
+        path = folder / name
+        try:
+            data = path.read_bytes()
+        except OSError:
+            self._reply(404, {"error": "no such evidence (yet)"})
+            return
+        content_type = "image/jpeg" if name.endswith(".jpg") else "video/mp4"
+        headers = {"Accept-Ranges": "bytes", "Cache-Control": "private, max-age=60"}
+        rng = self.headers.get("Range") or ""
+        if rng.startswith("bytes=") and "," not in rng:
+            first, _, last = rng[6:].partition("-")
+            try:
+                if first:
+                    start, end = int(first), (int(last) if last else len(data) - 1)
+                else:
+                    start, end = max(0, len(data) - int(last)), len(data) - 1
+            except ValueError:
+                start, end = -1, -1
+            end = min(end, len(data) - 1)
+            if not 0 <= start <= end:
+                self._send(416, b"", content_type, {"Content-Range": f"bytes */{len(data)}"})
+                return
+            headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
+            self._send(206, data[start:end + 1], content_type, headers)
+            return
+        self._send(200, data, content_type, headers)
+
+    def _same_origin(self) -> bool:
+        """A form post must come from this page (no cross-site posts from a browser that can reach us)."""
+        origin = self.headers.get("Origin")
+        if origin and urlsplit(origin).netloc != (self.headers.get("Host") or ""):
+            self._reply(403, {"error": "cross-origin post refused"})
+            return False
+        return True
+
+    def _post_review(self, path: str) -> None:
+        store = self.server.store
+        if not self._same_origin():
+            return
+        is_form = path.startswith("/review/")
+        raw = self._body("application/x-www-form-urlencoded" if is_form else "application/json")
+        if raw is None:
+            return
+        try:
+            data = ({k: v[0] for k, v in parse_qs(raw.decode("utf-8")).items()} if is_form else json.loads(raw))
+            if not isinstance(data, dict):
+                raise ValueError("a JSON object is expected")
+        except ValueError as exc:
+            self._reply(400, {"error": f"unreadable body: {exc}"[:300]})
+            return
+        try:
+            if path == "/api/verdicts" or (is_form and path.startswith("/review/alert/") and path.endswith("/verdict")):
+                key = str(data.get("episode_key") or "") if not is_form else \
+                    unquote(path[len("/review/alert/"):-len("/verdict")])
+                verdict, note, who, start, end = review.check_verdict(data)
+                if not store.add_verdict(key, verdict, note, who or self._user or "reviewer", start, end):
+                    self._reply(404, {"error": "no such alert episode"})
+                    return
+                logger.info("verdict %s on episode %s by %s", verdict, key, who or self._user or "reviewer")
+                if is_form:
+                    self._redirect(f"/review/alert/{key}?{urlsplit(self.path).query}".rstrip("?"))
+                else:
+                    self._reply(201, {"stored": True})
+            elif path == "/api/missed" or (is_form and path.startswith("/review/camera/") and path.endswith("/missed")):
+                camera_id = str(data.get("camera_id") or "") if not is_form else \
+                    unquote(path[len("/review/camera/"):-len("/missed")])
+                if not camera_id:
+                    raise ValueError("camera_id is required")
+                rule, start, end, note, who = review.check_missed(data)
+                store.add_missed(camera_id, rule, start, end, note, who or self._user or "reviewer")
+                if is_form:
+                    self._redirect(f"/review/camera/{camera_id}")
+                else:
+                    self._reply(201, {"stored": True})
+            else:
+                self._reply(404, {"error": f"no such path {path}"})
+        except ValueError as exc:
+            self._reply(400, {"error": str(exc)[:300]})
+
+
 class _AlertHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True  # restart on the same port right after a stop (outage tests)
 
     def __init__(self, address: tuple[str, int], store: AlertStore, max_body_bytes: int, *,
-                 token: str | None = None, request_timeout_s: float = REQUEST_TIMEOUT_S):
+                 token: str | None = None, request_timeout_s: float = REQUEST_TIMEOUT_S,
+                 evidence_dir: Path | None = None, status_source=None):
+        self.evidence_dir = evidence_dir
+        self.status_source = status_source
         self.store = store
         self.max_body_bytes = max_body_bytes
         self.token = token
@@ -303,6 +616,7 @@ class EmbeddedBackend:
     def __init__(
         self, db_path: str | Path, host: str = "127.0.0.1", port: int = 0, *, max_body_bytes: int = MAX_BODY_BYTES,
         token: str | None = None, request_timeout_s: float = REQUEST_TIMEOUT_S,
+        evidence_dir: str | Path | None = None, status_source=None,
     ):
         if not is_loopback(host) and not token:
             raise ValueError(f"the alert backend binds {host}, which is not loopback: give it a bearer token "
@@ -315,6 +629,8 @@ class EmbeddedBackend:
         self.max_body_bytes = max_body_bytes
         self.token = token
         self.request_timeout_s = request_timeout_s
+        self.evidence_dir = Path(evidence_dir) if evidence_dir else None  # served under /evidence/
+        self.status_source = status_source  # () -> {camera id: status} for the camera pages (optional)
         self._server: _AlertHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._store: AlertStore | None = None
@@ -337,7 +653,8 @@ class EmbeddedBackend:
             return self
         self._store = AlertStore(self.db_path)
         self._server = _AlertHTTPServer((self.host, self.port), self._store, self.max_body_bytes, token=self.token,
-                                        request_timeout_s=self.request_timeout_s)
+                                        request_timeout_s=self.request_timeout_s, evidence_dir=self.evidence_dir,
+                                        status_source=self.status_source)
         self.port = self._server.server_address[1]  # keep the port: a restart reuses it
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, name="alert-backend", daemon=True
@@ -394,6 +711,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--db", default="runs/alerts.sqlite", help="SQLite file (created if missing)")
     parser.add_argument("--token", default=None,
                         help=f"bearer token required on /alerts (default: ${TOKEN_ENV}); needed unless bound to loopback")
+    parser.add_argument("--evidence", default=None,
+                        help="evidence directory served under /evidence/ (snapshots and clips; the review page shows them)")
     parser.add_argument("--request-timeout", type=float, default=REQUEST_TIMEOUT_S,
                         help=f"seconds a client may take per read of its request (default {REQUEST_TIMEOUT_S:g})")
     args = parser.parse_args(argv)
@@ -401,10 +720,11 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         backend = EmbeddedBackend(args.db, host=args.host, port=args.port, token=token,
-                                  request_timeout_s=args.request_timeout).start()
+                                  request_timeout_s=args.request_timeout, evidence_dir=args.evidence).start()
     except ValueError as exc:
         parser.error(str(exc))
-    print(f"alert backend: POST {backend.url}  GET {backend.base_url}/alerts  (Ctrl-C to stop)", flush=True)
+    print(f"alert backend: POST {backend.url}  GET {backend.base_url}/alerts  review {backend.base_url}/review"
+          "  (Ctrl-C to stop)", flush=True)
     try:
         _wait_forever()
     except KeyboardInterrupt:

@@ -25,10 +25,12 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from fbvision.camera.evidence import EvidenceKeeper
 from fbvision.camera.factory import open_source
 from fbvision.camera.source import FrameSource, SourceState, SourceUnusable
 from fbvision.core.clock import ReferenceClock
-from fbvision.core.config import CameraConfig, CameraManagerConfig, Settings
+from fbvision.core.config import CameraConfig, CameraManagerConfig, EvidenceConfig, Settings
+from fbvision.core.evidence import EvidenceRequest
 from fbvision.core.letterbox import Letterbox, letterbox
 from fbvision.core.loop import Backoff, LogThrottle, StageLoop
 from fbvision.core.metrics import Counters, LatencyStats
@@ -93,10 +95,12 @@ class CameraManager:
         seq_start: int | None = None,
         source_factory: Callable[..., FrameSource] = open_source,
         stats_interval_s: float = 1.0,
+        evidence: EvidenceConfig | None = None,
     ):
         if isinstance(config, Settings):
             cameras = list(config.cameras)
             manager_config = manager_config or config.camera
+            evidence = evidence or config.evidence
         else:
             cameras = list(config)
         self.manager_config = manager_config or CameraManagerConfig()
@@ -136,6 +140,14 @@ class CameraManager:
         self.clock = ReferenceClock(transport.server_time, auto_sync=False)
         self._halt = threading.Event()
         self._threads: list[threading.Thread] = []
+        # Evidence (docs/evidence-and-review.md): a bounded ring of recent frames per camera, and a writer thread
+        # serving the logic's evidence requests. Off when no evidence config is given (tests, tools) or disabled.
+        self.evidence: EvidenceKeeper | None = None
+        if evidence is not None and evidence.enabled:
+            self.evidence = EvidenceKeeper(evidence, {c.id: c.fps for c in self.cameras}, self.clock.now,
+                                           self.counters, self.latency)
+        self._evidence_after = "0-0"
+        self._evidence_polled = 0.0  # monotonic time of the last look at evidence:requests (at most every 0.2 s)
         # One bad camera is one offline camera: a spec that cannot work (missing file, unknown scenario) makes
         # that camera "offline" with the reason (open_source defers it to the first open), and a factory that
         # raises all the same gets a source that reports why - never an exception that stops the others.
@@ -155,6 +167,10 @@ class CameraManager:
         if not self.clock.sync():  # until it succeeds frames carry this host's wall clock
             logger.warning("camera manager %s: cannot read the Redis clock yet; stamping with the local clock",
                            self.name)
+        if self.evidence is not None:
+            # Requests made from now on (stream ids are the Redis server's time, the reference clock).
+            self._evidence_after = f"{int(self.clock.now() * 1000)}-0"
+            self.evidence.start()
         for cam in self.cameras:
             thread = threading.Thread(
                 target=self._reader, args=(cam, stop), name=f"camera-{cam.id}", daemon=True
@@ -191,7 +207,51 @@ class CameraManager:
         self.clock.maybe_sync()
         pushed = self._push_buffered()
         self._publish_statuses()
+        if time.monotonic() - self._evidence_polled >= 0.2:
+            self._poll_evidence_requests()
         return pushed
+
+    def _poll_evidence_requests(self) -> int:
+        """Hand the evidence requests for our cameras to the writer (other managers' cameras are skipped)."""
+        if self.evidence is None:
+            return 0
+        self._evidence_polled = time.monotonic()
+        taken = 0
+        while True:
+            entries = self.transport.read_evidence_requests(self._evidence_after, count=100)
+            for entry_id, payload in entries:
+                self._evidence_after = entry_id
+                try:
+                    req = EvidenceRequest.from_json(payload)
+                except (ValueError, KeyError, TypeError) as exc:
+                    self.counters.incr("evidence:bad_request")
+                    logger.warning("unreadable evidence request %s skipped: %s", entry_id, exc)
+                    continue
+                if self.evidence.owns(req.camera_id):
+                    taken += self.evidence.submit(req)
+            if len(entries) < 100:
+                return taken
+
+    def _drain_evidence(self) -> None:
+        """At stop: frames already queued may still raise alerts. Keep serving requests while the queues downstream
+        hold work (bounded by ``evidence.drain_s``), then write everything pending with the frames there are."""
+        if self.evidence is None:
+            return
+        deadline = time.monotonic() + self.evidence.config.drain_s
+        quiet_since = time.monotonic()
+        while time.monotonic() < deadline:
+            try:
+                if self._poll_evidence_requests():
+                    quiet_since = time.monotonic()
+                busy = self.transport.frame_queue_depth() + self.transport.result_backlog()
+            except TransportUnavailable:
+                break
+            if busy == 0 and time.monotonic() - quiet_since > 1.0:
+                break
+            if busy:
+                quiet_since = time.monotonic()
+            time.sleep(0.1)
+        self.evidence.stop(finish=True)
 
     def _wait_for_frames(self, stop: threading.Event, at_most_s: float) -> None:
         with self._wakeup:
@@ -209,6 +269,7 @@ class CameraManager:
             source.close()
         self._push_buffered()
         self._publish_statuses()
+        self._drain_evidence()
 
     def _shutdown(self) -> None:
         logger.info("camera manager %s stopped", self.name)
@@ -234,6 +295,13 @@ class CameraManager:
             "push_failures": get("redis_unavailable"),
             "dropped_queue_full": get("evicted:queue_full"),
             "clock": self.clock.report(),
+            "evidence": None if self.evidence is None else {
+                "ring_bytes": self.evidence.memory_bytes(),
+                "ring_budget_bytes": self.evidence.max_bytes * len(self.cameras),
+                "pending": self.evidence.pending(),
+                "latency_s": {k: self.latency.summary(k) for k in ("evidence_snapshot", "evidence_clip")
+                              if self.latency.count(k)},
+            },
             "at": time.time(),
         }
 
@@ -252,6 +320,8 @@ class CameraManager:
                 frame, capture_ts = got
                 capture_ts = self.clock.from_wall(capture_ts)
                 self._count_camera(cam.id, "frames_read")
+                if self.evidence is not None:
+                    self.evidence.keep(cam.id, frame, capture_ts)
                 t0 = time.perf_counter()
                 encoded = self._encode(cam.id, seq, frame, capture_ts)
                 self.latency.add("encode", time.perf_counter() - t0)

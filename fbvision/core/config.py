@@ -247,6 +247,44 @@ class AlertsConfig(Strict):
         return url
 
 
+class EvidenceConfig(Strict):
+    """Evidence with every raised and escalated alert: a snapshot and a clip (docs/evidence-and-review.md)."""
+
+    enabled: bool = Field(True, description="Keep recent frames per camera and write a snapshot + clip per alert.")
+    dir: Path | None = Field(
+        None, description="Evidence store (local directory); None = <run dir>/evidence under the runner, "
+        "runs/evidence for a stage started on its own.",
+    )
+    url_prefix: str = Field(
+        "/evidence/", min_length=1, max_length=512,
+        description="What the alert's evidence URLs start with (the embedded backend serves /evidence/<file>).",
+    )
+    max_width: int = Field(1280, ge=160, le=7680, description="Frames kept are downscaled to at most this width.")
+    jpeg_quality: int = Field(80, ge=10, le=100, description="JPEG quality of the frames kept and of the snapshot.")
+    clip_pre_s: float = Field(10.0, ge=0, le=120, description="Seconds of clip before the decision.")
+    clip_post_s: float = Field(5.0, ge=0, le=120, description="Seconds of clip after the decision.")
+    ring_max_mb: float = Field(
+        16.0, gt=0, le=4096,
+        description="Memory budget per camera of the frame ring (JPEG bytes; oldest frames dropped beyond it).",
+    )
+    retention_days: float = Field(30.0, gt=0, le=3650, description="Evidence files older than this are deleted.")
+    retention_max_mb: float = Field(
+        10_240.0, gt=0, le=10_000_000, description="Oldest evidence files are deleted beyond this total size.",
+    )
+    requests_maxlen: int = Field(
+        1000, ge=10, le=1_000_000, description="Cap on the evidence request stream (approximate MAXLEN).",
+    )
+    drain_s: float = Field(
+        8.0, ge=0, le=120,
+        description="At stop, how long the camera manager keeps serving evidence requests for frames still queued.",
+    )
+
+    @property
+    def ring_s(self) -> float:
+        """How far back the ring keeps frames: the clip's length plus a margin for queueing delays."""
+        return self.clip_pre_s + self.clip_post_s + 5.0
+
+
 class RunnerConfig(Strict):
     dashboard: bool = Field(True, description="Live terminal dashboard (rich) while running.")
     prometheus_port: int | None = Field(None, ge=1, le=65535, description="Serve /metrics on this port; None = off.")
@@ -265,6 +303,7 @@ class Settings(Strict):
     cameras: list[CameraConfig] = Field(default_factory=list, max_length=1024, description="The cameras.")
     logic: LogicConfig = Field(default_factory=LogicConfig, description="Logic worker: NMS, tracking, rules.")
     alerts: AlertsConfig = Field(default_factory=AlertsConfig, description="Alert delivery to the backend.")
+    evidence: EvidenceConfig = Field(default_factory=EvidenceConfig, description="Snapshots and clips per alert.")
     runner: RunnerConfig = Field(default_factory=RunnerConfig, description="run_all.py behaviour.")
 
     @model_validator(mode="after")

@@ -91,6 +91,14 @@ class Evidence(BaseModel):
     snapshot_ref: str | None = Field(
         default=None, description="Where a snapshot of the frame was stored, when one was."
     )
+    snapshot: str | None = Field(
+        default=None, max_length=2048,
+        description="URL of the annotated snapshot (JPEG) of the decision frame; served once written (404 before).",
+    )
+    clip: str | None = Field(
+        default=None, max_length=2048,
+        description="URL of the annotated H.264 MP4 clip around the decision; served once written (404 before).",
+    )
 
 
 class AlertEvent(BaseModel):

@@ -23,6 +23,8 @@ key                            type      what
                                          ``<worker id>@<process instance>.<n>``, checked by every owner write
 ``K logic:workers``            zset      live logic workers, scored by last heartbeat
 ``K logic:episodes``           hash      camera id -> open alert episodes (JSON), so a restart re-raises nothing
+``K evidence:requests``         stream    evidence requests of raised/escalated alerts (JSON, field ``e``), read by
+                                         the camera managers (plain XREAD, no group); capped (``MAXLEN ~``)
 ``K metrics:snapshots``          hash      process name -> its latest metrics snapshot (JSON: latency percentiles...)
 =============================  ========  ====================================================================
 
@@ -415,6 +417,10 @@ class Keys:
     @property
     def camera_status(self) -> str:
         return self._k("cameras:status")
+
+    @property
+    def evidence_requests(self) -> str:
+        return self._k("evidence:requests")
 
     def stats(self, stage: str) -> str:
         return self._k(f"stats:{stage}")
@@ -1088,6 +1094,28 @@ class Transport:
         except ResponseError:
             return 0
         return int(info.get("pending", 0))
+
+    # -- evidence requests -------------------------------------------------------------------------
+    @_guard
+    def request_evidence(self, requests_json: Sequence[bytes], maxlen: int = 1000) -> list[str]:
+        """Add evidence requests (JSON) to the capped request stream; the camera managers serve them."""
+        if not requests_json:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for payload in requests_json:
+            pipe.xadd(self.keys.evidence_requests, {"e": payload}, maxlen=maxlen, approximate=True)
+        return [i.decode() if isinstance(i, bytes) else i for i in pipe.execute()]
+
+    @_guard
+    def read_evidence_requests(self, after_id: str, count: int = 100) -> list[tuple[str, bytes]]:
+        """Requests added after ``after_id`` (a stream id, e.g. ``<ms>-0``), oldest first; never blocks."""
+        reply = self.client.xread({self.keys.evidence_requests: after_id}, count=count)
+        out = []
+        for _key, entries in reply or []:
+            for entry_id, fields in entries:
+                entry_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                out.append((entry_id, (fields or {}).get(b"e", b"")))
+        return out
 
     # -- camera status -----------------------------------------------------------------------------
     @_guard

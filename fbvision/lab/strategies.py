@@ -277,6 +277,24 @@ def _camera_info(log: pd.DataFrame, scenarios: Mapping[str, Any] | None) -> dict
     return info
 
 
+def _camera_times(log: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Each camera's time range and frame rate from the log itself (``log.attrs['cameras']`` where it has them):
+    what scoring needs when the truth is not a scenario."""
+    known = dict(log.attrs.get("cameras") or {})
+    out: dict[str, dict[str, Any]] = {}
+    for camera_id, t in log.groupby("camera_id", sort=True)["t"]:
+        camera = {k: v for k, v in dict(known.get(camera_id, {})).items() if k in ("fps", "t0", "t_end")}
+        times = t.drop_duplicates().sort_values()
+        if "fps" not in camera:
+            step = float(times.diff().median()) if len(times) > 1 else math.nan
+            camera["fps"] = round(1.0 / step, 3) if step > 0 else 5.0
+        camera.setdefault("t0", float(times.min()))
+        camera.setdefault("t_end", float(times.max()))
+        camera["duration_s"] = camera["t_end"] - camera["t0"] + 1.0 / float(camera["fps"])
+        out[str(camera_id)] = camera
+    return out
+
+
 def expected_for(
     log: pd.DataFrame,
     rule: str,
@@ -308,6 +326,7 @@ def evaluate_strategies(
     *,
     scenarios: Mapping[str, Any] | None = None,
     max_delay_s: float = 10.0,
+    expected: Mapping[str, list] | None = None,
 ) -> pd.DataFrame:
     """Score every strategy of ``grid`` (see :func:`strategy_grid`; default :data:`DEFAULT_GRID`) on ``log``.
 
@@ -315,16 +334,24 @@ def evaluate_strategies(
     matches against :func:`expected_for` (same expected set for all). Columns: ``strategy`` (label),
     ``family``, ``expected``, ``hits``, ``misses``, ``false_alerts``, ``recall``, ``false_per_cam_h`` (false
     alerts per camera-hour of log), ``tta_median_s``/``tta_max_s`` (time from the ground-truth onset to the
-    raise), ``raised``, ``setting`` (:func:`describe`) and ``rule_config`` (the :class:`RuleConfig`, for
-    :func:`config_snippet`). A raise after the deadline counts as a miss *and* a false alert.
+    raise), ``precision`` (hits / (hits + false alerts)), ``raised``, ``setting`` (:func:`describe`) and
+    ``rule_config`` (the :class:`RuleConfig`, for :func:`config_snippet`). A raise after the deadline counts as a
+    miss *and* a false alert.
+
+    ``expected`` (camera id -> expected alerts) replaces the ground truth of scenarios: a reviewed run's
+    (:func:`fbvision.lab.reviewed.evaluate_reviewed`); the cameras' time ranges then come from the log.
     """
     base = base or LogicConfig()
     if rule not in bout_scored_rules():
         raise ValueError(f"ground truth scores only {sorted(bout_scored_rules())}, not {rule!r}")
     base_rule = getattr(base.rules, rule)
     strategies = strategy_grid(grid, base_rule)
-    cameras = _camera_info(log, scenarios)
-    expected = expected_for(log, rule, base, scenarios=scenarios, max_delay_s=max_delay_s)
+    if expected is None:
+        cameras = _camera_info(log, scenarios)
+        expected = expected_for(log, rule, base, scenarios=scenarios, max_delay_s=max_delay_s)
+    else:
+        cameras = _camera_times(log)
+        expected = {cam: list(expected.get(cam, [])) for cam in cameras}
     hours = sum(c["duration_s"] for c in cameras.values()) / 3600.0
     records = []
     for strategy in strategies:
@@ -349,6 +376,8 @@ def evaluate_strategies(
                 "misses": summary["misses"],
                 "false_alerts": summary["false_alerts"],
                 "recall": summary["hits"] / due if due else math.nan,
+                "precision": (summary["hits"] / (summary["hits"] + summary["false_alerts"])
+                              if summary["hits"] + summary["false_alerts"] else math.nan),
                 "false_per_cam_h": summary["false_alerts"] / hours if hours > 0 else math.nan,
                 "false_rate": false_rate_text(summary["false_alerts"], hours),
                 "tta_median_s": summary["time_to_alert_s_median"],

@@ -42,6 +42,8 @@ from typing import TYPE_CHECKING, Any
 
 from fbvision.core.candidates import Candidates
 from fbvision.core.clock import ReferenceClock
+from fbvision.core.events import AlertState
+from fbvision.core.evidence import EvidenceRequest, evidence_name, evidence_urls
 from fbvision.core.loop import Backoff, LogThrottle, StageLoop
 from fbvision.core.metrics import Counters, LatencyStats, set_time_budget, snapshot, stage_durations
 from fbvision.core.transport import (
@@ -500,7 +502,9 @@ class LogicWorker:
                 inputs = {"t": t, "arrived": arrived, "src_w": msg.src_w, "src_h": msg.src_h,
                           "candidates": (msg.boxes, msg.scores, msg.class_ids)}
                 to_record.append((cam, outcome, inputs))
+        alerts = self._with_evidence(alerts)
         self._commit(partition, entry_ids=ids, alerts_json=[a.to_json().encode() for a in alerts], cameras=touched)
+        self._request_evidence(alerts)
         # Counted and recorded once committed: a refused batch is judged again (counted, recorded) by the new owner.
         if judged:
             self.counters.incr("results", judged)
@@ -509,6 +513,43 @@ class LogicWorker:
         if alerts:
             self.counters.incr("alerts", len(alerts))
         return len(entries)
+
+    # -- evidence (docs/evidence-and-review.md) ----------------------------------------------------
+    def _with_evidence(self, alerts: list[AlertEvent]) -> list[AlertEvent]:
+        """Raised and escalated alerts with their evidence URLs, known before the evidence exists (named after the
+        episode): the alert goes out at once, the backend serves the files once the camera manager wrote them."""
+        cfg = self.settings.evidence
+        if not cfg.enabled or not alerts:
+            return alerts
+        out = []
+        for a in alerts:
+            if a.state is AlertState.resolved:
+                out.append(a)
+                continue
+            snap, clip = evidence_urls(evidence_name(a.episode_key, a.state.value, a.severity.value), cfg.url_prefix)
+            out.append(a.model_copy(update={"evidence": a.evidence.model_copy(update={"snapshot": snap, "clip": clip})}))
+        return out
+
+    def _request_evidence(self, alerts: list[AlertEvent]) -> None:
+        """After the alerts are committed: ask the camera managers for their evidence. Best effort - a request
+        that cannot be written costs the evidence (counted), never the alert."""
+        cfg = self.settings.evidence
+        wanted = [a for a in alerts if a.evidence.snapshot is not None]
+        if not cfg.enabled or not wanted:
+            return
+        now = self.clock()
+        requests = [EvidenceRequest(
+            camera_id=a.camera_id, name=evidence_name(a.episode_key, a.state.value, a.severity.value),
+            episode_key=a.episode_key, rule=a.rule, severity=a.severity.value, state=a.state.value,
+            decided_at=a.updated_at, requested_at=now, track_id=a.track_id, box=a.evidence.box,
+        ).to_json() for a in wanted]
+        try:
+            self.transport.request_evidence(requests, maxlen=cfg.requests_maxlen)
+            self.counters.incr("evidence:requested", len(requests))
+        except TransportUnavailable:
+            self.counters.incr("evidence:request_failed", len(requests))
+            logger.warning("%d evidence request(s) not written (redis unavailable): those alerts go without",
+                           len(requests))
 
     def _record(self, camera_id: str, outcome: Any = None, inputs: dict | None = None, *,
                 tick: tuple[float, bool | None, list] | None = None) -> None:
@@ -550,7 +591,9 @@ class LogicWorker:
                 logic = self._logic_for(cam)
                 alerts = logic.tick_reference(now, camera_online=online)
                 if alerts:
+                    alerts = self._with_evidence(alerts)
                     self._commit(partition, alerts_json=[a.to_json().encode() for a in alerts], cameras=[cam])
+                    self._request_evidence(alerts)
             except LeaseLost:  # counted, logged, the partition dropped: its cameras are skipped from here on
                 continue
             if self.recorder is not None:  # every tick moves the logic's state: a replay needs them all

@@ -260,7 +260,8 @@ def build_report(run: PipelineRun, ended_at: float) -> dict:
         "run_log": "run.log",
         "drops": drops(state),
         "alerts": [{k: a.get(k) for k in ("camera_id", "rule", "severity", "state", "track_id", "started_at",
-                                           "updated_at", "resolved_at", "idempotency_key")} for a in alerts],
+                                           "updated_at", "resolved_at", "idempotency_key", "episode_key")}
+                   for a in alerts],
         "delivery": state.get("delivery", {}),
         "cameras": state.get("cameras", {}),
         # Each process's wall clock against the reference clock (Redis TIME), as last measured.
@@ -391,10 +392,29 @@ def render_markdown(r: dict) -> str:
             lines.append(f"| {cam_id} | - | - | - | - | not run: {why} |")
     if r.get("ground_truth_error"):
         lines += ["", f"Ground-truth scoring failed: {r['ground_truth_error']}"]
-    if r.get("snapshots"):
-        lines += ["", "## Alert snapshots", "",
-                  "Named `<camera>_<rule>_<track>_<state>_<severity>_frame<camera frame number>_<alert key>.jpg`.", ""]
-        lines += [f"- `{p}`" for p in r["snapshots"]]
+    ev = r.get("evidence")
+    if ev:
+        lines += ["", f"## Evidence ({ev['with_snapshot']}/{ev['alerts']} snapshots, {ev['with_clip']}/{ev['alerts']} "
+                  "clips)", "", "Snapshot and clip of every raised and escalated alert, named after its episode "
+                  "(docs/evidence-and-review.md).", "",
+                  "| time | camera | rule | state | severity | snapshot | clip |", "|---|---|---|---|---|---|---|"]
+        for a in r["alerts"]:
+            if a.get("state") not in ("raised", "ongoing"):
+                continue
+            snap = f"[jpg]({a['snapshot']})" if a.get("snapshot") else "missing"
+            clip = f"[mp4]({a['clip']})" if a.get("clip") else "missing"
+            lines.append(f"| {_ts(a['updated_at'])} | {a['camera_id']} | {a['rule']} | {a['state']} | {a['severity']} "
+                         f"| {snap} | {clip} |")
+        counters = ev.get("counters") or {}
+        odd = {k: v for k, v in counters.items() if k.startswith(("evidence:short:", "evidence:missing:"))}
+        lines += ["", f"Clip size: {ev['clip_bytes_per_s'] or '-'} bytes per second of video. "
+                  + ("Short or missing: " + ", ".join(f"{k.split(':', 1)[1]} {v}" for k, v in odd.items())
+                     if odd else "No clip was short, no evidence missing.")]
+        for name, m in (ev.get("managers") or {}).items():
+            lat = {k: v.get("p95") for k, v in (m.get("latency_s") or {}).items()}
+            lines.append(f"- {name}: frame rings {m.get('ring_bytes', 0) / 2**20:.1f} MiB of "
+                         f"{m.get('ring_budget_bytes', 0) / 2**20:.0f} MiB budget; alert to evidence p95: "
+                         + (", ".join(f"{k} {v:.2f} s" for k, v in lat.items() if v is not None) or "-"))
     if r.get("previews"):
         lines += ["", "## Annotated previews", ""] + [f"- `{p}`" for p in r["previews"]]
     lines += autotune_lines(r)
@@ -427,16 +447,46 @@ def autotune_lines(r: dict) -> list[str]:
     return lines
 
 
-def add_snapshots(report: dict, run: PipelineRun) -> None:
-    """One annotated JPEG per raised alert of a synthetic camera (re-rendered scene + recorded tracks)."""
-    from fbvision.lab.replay import alert_snapshots, synthetic_scenes
-    from fbvision.logic.recorder import read_recording
+def add_evidence(report: dict, run: PipelineRun) -> None:
+    """Each raised (and escalated) alert's evidence - written during the run by the camera manager, the same way for
+    every camera kind - as ``snapshot`` / ``clip`` paths relative to the run directory (None when missing), and the
+    evidence figures: counters (written, short clips and why, missing), the frame rings' memory, time from alert to
+    evidence (p95)."""
+    from fbvision.core.evidence import CLIP_EXT, SNAPSHOT_EXT, evidence_name
 
-    rec_dir = run.run_dir / "recording"
-    recording = read_recording(rec_dir) if rec_dir.exists() else None
-    scenes = synthetic_scenes(run.settings, report.get("cameras", {}))
-    paths = alert_snapshots(run.run_dir, read_alerts(run), scenes, recording=recording)
-    report["snapshots"] = [str(p.relative_to(run.run_dir)) for p in paths]
+    folder = run.settings.evidence.dir
+    folder = Path(folder) if folder is not None else run.run_dir / "evidence"
+
+    def rel(path: Path) -> str | None:
+        if not path.is_file():
+            return None
+        try:
+            return str(path.relative_to(run.run_dir))
+        except ValueError:
+            return str(path)
+
+    listed = []
+    for a in report.get("alerts", []):
+        if a.get("state") not in ("raised", "ongoing") or not a.get("episode_key"):
+            continue
+        name = evidence_name(a["episode_key"], a["state"], a["severity"])
+        a["snapshot"] = rel(folder / f"{name}{SNAPSHOT_EXT}")
+        a["clip"] = rel(folder / f"{name}{CLIP_EXT}")
+        listed.append(a)
+    state = collect(run)
+    counters = {k: v for k, v in sorted(state.get("camera", {}).items()) if k.startswith("evidence:")}
+    managers = {n: s.get("evidence") for n, s in sorted(state.get("snapshots", {}).items())
+                if n.startswith("camera:") and isinstance(s, dict) and s.get("evidence")}
+    clip_s = float(counters.get("evidence:clip_seconds", 0) or 0)
+    report["evidence"] = {
+        "dir": str(folder.relative_to(run.run_dir)) if folder.is_relative_to(run.run_dir) else str(folder),
+        "alerts": len(listed),
+        "with_snapshot": sum(1 for a in listed if a["snapshot"]),
+        "with_clip": sum(1 for a in listed if a["clip"]),
+        "counters": counters,
+        "clip_bytes_per_s": round(float(counters.get("evidence:clip_bytes", 0)) / clip_s) if clip_s else None,
+        "managers": managers,
+    }
 
 
 def add_previews(report: dict, run: PipelineRun) -> None:

@@ -48,6 +48,10 @@ class PipelineRun:
         self.settings = settings
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        if settings.evidence.dir is None:  # the embedded run keeps its evidence with its report
+            settings = settings.model_copy(deep=True)
+            settings.evidence.dir = self.run_dir / "evidence"
+            self.settings = settings
         self.dashboard_enabled = settings.runner.dashboard if dashboard is None else dashboard
         self.log_level = log_level
         self.record = record
@@ -82,8 +86,10 @@ class PipelineRun:
             port = free_port()
             self.backend_base = f"http://127.0.0.1:{port}"
             self.backend_url = f"{self.backend_base}/alerts"
-            backend.append(StageSpec("backend", backend_stage, (str(self.run_dir / "alerts.sqlite"), port)))
         cfg = self.settings.model_dump_json()
+        if self.backend_base is not None:
+            backend.append(StageSpec("backend", backend_stage, (str(self.run_dir / "alerts.sqlite"), port,
+                                                                str(self.settings.evidence.dir), cfg, self.redis_url)))
         recording = str(self.run_dir / "recording") if self.record else ""
         pipeline = [  # upstream first: the one list of the stages and their order
             *self._camera_stages(),
@@ -101,6 +107,9 @@ class PipelineRun:
         frames = self.settings.redis.frames_url
         logger.info("pipeline started: redis %s%s, backend %s, run dir %s", redact_url(self.redis_url),
                     f" (frames: {redact_url(frames)})" if frames else "", self.backend_url, self.run_dir)
+
+        if self.backend_base is not None:
+            logger.info("review page: %s/review (alerts with their snapshot and clip, verdicts)", self.backend_base)
 
     def _camera_stages(self) -> list[StageSpec]:
         """The camera managers: ``camera.processes`` of them (0: by core count), the cameras split evenly;
@@ -212,7 +221,7 @@ class PipelineRun:
 
     def execute(self, duration_s: float | None) -> RunOutcome:
         from fbvision.run.dashboard import Dashboard
-        from fbvision.run.report import add_previews, add_snapshots, build_report, write_report
+        from fbvision.run.report import add_evidence, add_previews, build_report, write_report
 
         self.start()
         dash = Dashboard(self, enabled=self.dashboard_enabled)
@@ -235,9 +244,9 @@ class PipelineRun:
             ended = time.time()
             report = build_report(self, ended)
             try:
-                add_snapshots(report, self)
-            except Exception:  # snapshots are a nicety: never lose the report over them
-                logger.exception("alert snapshots failed")
+                add_evidence(report, self)
+            except Exception:  # never lose the report over the evidence listing
+                logger.exception("listing the alerts' evidence failed")
             if self.preview:
                 try:
                     add_previews(report, self)

@@ -91,10 +91,17 @@ def delivery_stage(settings_json: str, redis_url: str, backend_url: str, stop) -
         transport.close()
 
 
-def backend_stage(db_path: str, port: int, stop) -> None:
+def backend_stage(db_path: str, port: int, evidence_dir: str, settings_json: str, redis_url: str, stop) -> None:
+    """The embedded backend; with ``redis_url`` its camera pages show the cameras' status from the pipeline."""
     from fbvision.alerts.backend import EmbeddedBackend
 
-    with EmbeddedBackend(db_path, port=port) as backend:
+    status_source = None
+    if redis_url:
+        settings = Settings.model_validate_json(settings_json)
+        transport = Transport.from_config(settings.redis, url=redis_url, client_name="fbv-backend")
+        status_source = transport.camera_statuses
+    with EmbeddedBackend(db_path, port=port, evidence_dir=evidence_dir or None,
+                         status_source=status_source) as backend:
         logger.info("embedded alert backend at %s (SQLite %s)", backend.url, db_path)
         while not stop.wait(1.0):
             pass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
+from fractions import Fraction
 from pathlib import Path
 
 import cv2
@@ -62,6 +63,59 @@ def write_mp4(frames: Iterable[np.ndarray], path: str | Path, fps: float = 5.0) 
     if count == 0:
         raise ValueError("no frames to write")
     logger.debug("%s: %d frames at %.1f fps", path, count, fps)
+    return path
+
+
+def write_h264(frames: Iterable[np.ndarray], path: str | Path, fps: float = 5.0, *,
+               timestamps: Iterable[float] | None = None, crf: int = 28, preset: str = "veryfast") -> Path:
+    """Write BGR frames as a browser-playable MP4: H.264 (libx264, yuv420p) with the index up front (faststart),
+    through PyAV's bundled FFmpeg. ``timestamps`` (seconds, increasing) place each frame at its own time, so a gap
+    in the frames is a pause in the video, not a fast-forward; without them frames are ``1/fps`` apart.
+
+    Written to ``<path>.part`` and renamed when complete: a reader never sees half a file.
+    Raises ValueError when ``frames`` is empty."""
+    import av  # PyAV: FFmpeg with libx264 in its wheels (OpenCV's wheels have no H.264 encoder)
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(path.name + ".part")
+    ts_iter = iter(timestamps) if timestamps is not None else None
+    container = av.open(str(part), mode="w", format="mp4", options={"movflags": "+faststart"})
+    stream = None
+    count, t0, last_pts = 0, None, -1
+    try:
+        for frame in frames:
+            if frame.ndim == 2:
+                frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+            if stream is None:
+                stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
+                stream.width, stream.height = frame.shape[1] & ~1, frame.shape[0] & ~1  # yuv420p: even sizes
+                stream.pix_fmt = "yuv420p"
+                stream.options = {"crf": str(int(crf)), "preset": preset}
+                stream.codec_context.time_base = Fraction(1, 1000)
+            if (frame.shape[1], frame.shape[0]) != (stream.width, stream.height):
+                frame = cv2.resize(frame, (stream.width, stream.height), interpolation=cv2.INTER_AREA)
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame, dtype=np.uint8), format="bgr24")
+            if ts_iter is not None:
+                ts = float(next(ts_iter))
+                t0 = ts if t0 is None else t0
+                pts = max(int(round((ts - t0) * 1000)), last_pts + 1)
+            else:
+                pts = int(round(count * 1000 / fps))
+            vf.pts, vf.time_base, last_pts = pts, Fraction(1, 1000), pts
+            for packet in stream.encode(vf):
+                container.mux(packet)
+            count += 1
+        if stream is not None:
+            for packet in stream.encode():
+                container.mux(packet)
+    finally:
+        container.close()
+    if count == 0:
+        part.unlink(missing_ok=True)
+        raise ValueError("no frames to write")
+    part.replace(path)
+    logger.debug("%s: %d frames, H.264", path, count)
     return path
 
 

@@ -99,6 +99,21 @@ def test_ground_truth_scoring_in_the_report(acceptance_run):
     assert [e.rule for e in exp] == ["horse_down"]
 
 
+def test_every_raised_alert_has_its_snapshot_and_clip(acceptance_run):
+    """Synthetic cameras get their evidence through the camera manager like any camera (docs/evidence-and-review.md):
+    listed in report.json relative to the run directory, linked from report.md."""
+    run, outcome = acceptance_run
+    raised = [a for a in outcome.report["alerts"] if a["state"] == "raised"]
+    assert raised
+    md = (run.run_dir / "report.md").read_text()
+    for a in raised:
+        for kind in ("snapshot", "clip"):
+            assert a[kind] == f"evidence/{a['episode_key']}.{'jpg' if kind == 'snapshot' else 'mp4'}", a
+            assert (run.run_dir / a[kind]).stat().st_size > 1000
+            assert f"({a[kind]})" in md
+    assert not (run.run_dir / "snapshots").exists()  # the old re-rendering is gone from the alert path
+
+
 @pytest.mark.timeout(240)
 def test_start_and_stop_twice_leaves_nothing_behind(tmp_path):
     from multiprocessing import resource_tracker

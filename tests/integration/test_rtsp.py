@@ -152,3 +152,34 @@ def test_rtsp_producer_and_worker_side_by_side_fill_results_per_camera(rtsp_serv
     stats = transport.stats("inference")
     assert stats["frames_out"] >= len(results)
     assert stats.get("dropped:corrupt", 0) == 0 and stats.get("dropped:bad_size", 0) == 0
+
+
+def test_rtsp_camera_evidence_snapshot_and_clip(rtsp_server, transport, tmp_path):
+    """Evidence is one mechanism for every camera kind: an RTSP camera's alert gets its snapshot and clip."""
+    import av
+
+    from fbvision.core.config import EvidenceConfig
+    from fbvision.core.evidence import EvidenceRequest
+
+    key = "abcdef0123456789abcdef0123456789"
+    cfg = EvidenceConfig(dir=tmp_path, clip_pre_s=1.0, clip_post_s=1.0)
+    camera = CameraConfig(id="rtsp-stall", source=with_credentials(rtsp_server.url), fps=5)
+    manager = CameraManager([camera], transport, INPUT, producer_config(), evidence=cfg)
+    stop = threading.Event()
+    thread = threading.Thread(target=manager.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        ring = manager.evidence.rings[camera.id]
+        wait_for(lambda: len(ring) >= 8, 30)
+        req = EvidenceRequest(camera_id=camera.id, name=key, episode_key=key, rule="horse_down", severity="warning",
+                              state="raised", decided_at=ring.latest_ts(), requested_at=transport.server_time(),
+                              track_id=1, box=(40.0, 40.0, 200.0, 200.0))
+        transport.request_evidence([req.to_json()])
+        wait_for(lambda: (tmp_path / f"{key}.mp4").is_file(), 20)
+        assert cv2.imread(str(tmp_path / f"{key}.jpg")).shape == (CLIP_SIZE[1], CLIP_SIZE[0], 3)
+        with av.open(str(tmp_path / f"{key}.mp4")) as c:
+            assert c.streams.video[0].codec_context.name == "h264"
+            assert sum(1 for _ in c.decode(c.streams.video[0])) >= 8  # ~2 s at 5 fps
+    finally:
+        stop.set()
+        thread.join(20)
