@@ -24,7 +24,13 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from fbvision.core.logic_config import RULE_NAMES, CameraLogicOverrides, LogicConfig, effective_rules
+from fbvision.core.logic_config import (
+    RULE_NAMES,
+    CameraLogicOverrides,
+    LogicConfig,
+    check_horse_down_mode,
+    effective_rules,
+)
 from fbvision.core.redact import redact_url
 
 # The source checkout this module sits in (meaningful only when running from one; an installed package has none).
@@ -322,6 +328,7 @@ class Settings(Strict):
             if not cam.enabled:
                 continue
             rules = effective_rules(self.logic, cam.logic)
+            check_horse_down_mode(self.logic, rules, f"camera {cam.id!r}: logic.rules")
             for name in RULE_NAMES:
                 rule = getattr(rules, name)
                 s = rule.smoothing

@@ -140,8 +140,36 @@ def _steps(*steps: tuple[float, Severity]) -> list[EscalationStep]:
     return [EscalationStep(after_s=a, severity=s) for a, s in steps]
 
 
+class HorseDownMode(str, Enum):
+    fixed = "fixed"
+    baseline = "baseline"
+
+
 class HorseDownRule(RuleConfig):
-    """Lying posture sustained: normal rest is minutes to ~an hour, so only long bouts alert."""
+    """Lying posture sustained: normal rest is minutes to ~an hour, so only long bouts alert.
+
+    ``mode: fixed`` raises at the escalation ladder's first step (30 min). ``mode: baseline`` raises once the
+    bout passes ``clamp(k x the horse's own p95 bout, baseline_min_s, baseline_max_s)`` (``logic.baseline``
+    must be enabled; the ladder's later steps shift with the first); until the camera's baseline is ready it
+    behaves as ``fixed``. See docs/rules.md, "Against the horse's own normal".
+    """
+
+    mode: HorseDownMode = Field(
+        default=HorseDownMode.fixed,
+        description="fixed: raise at escalation[0].after_s; baseline: at max(baseline_min_s, baseline_k x the "
+                    "camera's own p95 bout), at most baseline_max_s (needs logic.baseline.enabled).",
+    )
+    baseline_k: float = Field(
+        default=1.5, ge=1.0, le=10.0, description="baseline mode: this many times the horse's own p95 bout."
+    )
+    baseline_min_s: float = Field(
+        default=1200.0, ge=60, le=_DAY_S,
+        description="baseline mode: never raise before this bout length (the fixed minimum, s).",
+    )
+    baseline_max_s: float = Field(
+        default=5400.0, ge=60, le=_DAY_S,
+        description="baseline mode: always raise by this bout length, whatever the horse's normal (s).",
+    )
 
     smoothing: SmoothingConfig = Field(
         default_factory=lambda: SmoothingConfig(kind=SmoothingKind.vote, window_s=5.0, fraction=0.6, min_frames=3),
@@ -158,6 +186,13 @@ class HorseDownRule(RuleConfig):
         min_length=1,
         description="Warning after 30 min down, critical after 60 min.",
     )
+
+    @model_validator(mode="after")
+    def _baseline_bounds(self) -> HorseDownRule:
+        if self.baseline_min_s > self.baseline_max_s:
+            raise ValueError(f"baseline_min_s ({self.baseline_min_s:g}) must be <= baseline_max_s "
+                             f"({self.baseline_max_s:g})")
+        return self
 
 
 class RollingRule(RuleConfig):
@@ -404,6 +439,39 @@ class TimeBudgetConfig(_Strict):
         return self
 
 
+class BaselineConfig(_Strict):
+    """Against the horse's own normal: per camera, its lying bouts and lying minutes per day over the last
+    ``days`` days (``fbvision.logic.baseline``), persisted in Redis; read by ``horse_down`` in ``baseline`` mode.
+
+    Needs the camera's time budget (``time_budget.enabled``) and one horse per camera. Off by default.
+    """
+
+    enabled: bool = Field(default=False, description="Learn each camera's horse (needs time_budget.enabled).")
+    days: int = Field(default=7, ge=1, le=60, description="Days kept: the last this many (by date).")
+    min_days: int = Field(
+        default=3, ge=1, le=60, description="Counted days needed before the baseline is ready (used)."
+    )
+    min_observed_h: float = Field(
+        default=16.0, gt=0, le=24, description="A day counts only with at least this many hours observed."
+    )
+    min_bouts: int = Field(
+        default=5, ge=1, le=10_000, description="Bouts the counted days need between them before it is ready."
+    )
+    day_start_h: float = Field(
+        default=12.0, ge=0, lt=24,
+        description="A baseline day starts at this local hour (time_budget.timezone); noon keeps a night in one day.",
+    )
+    max_bouts_per_day: int = Field(
+        default=64, ge=1, le=1000, description="Bouts kept per day (the longest): bounds the saved state."
+    )
+
+    @model_validator(mode="after")
+    def _days(self) -> BaselineConfig:
+        if self.min_days > self.days:
+            raise ValueError(f"min_days ({self.min_days}) must be <= days ({self.days})")
+        return self
+
+
 class TrackerConfig(_Strict):
     """ByteTrack (the ``trackers`` package) plus re-linking of lost tracks to keep one id per horse."""
 
@@ -539,12 +607,23 @@ class LogicConfig(_Strict):
     time_budget: TimeBudgetConfig = Field(
         default_factory=TimeBudgetConfig, description="A horse's day: rolling 24 h lying/standing/moving counters."
     )
+    baseline: BaselineConfig = Field(
+        default_factory=BaselineConfig,
+        description="Against the horse's own normal: per-camera bout and lying baseline over N days (off by default).",
+    )
     max_cameras: int = Field(
         default=1024, ge=1, le=1_000_000,
         description="Most distinct cameras one logic worker keeps state for. Results of further camera ids are "
                     "dropped and counted (dropped:camera_cap): anyone who can write to Redis could otherwise grow "
                     "per-camera state without bound by flooding new ids. Configured cameras always fit.",
     )
+
+    @model_validator(mode="after")
+    def _baseline_needs(self) -> LogicConfig:
+        if self.baseline.enabled and not self.time_budget.enabled:
+            raise ValueError("baseline.enabled needs time_budget.enabled (the baseline is learnt from the budget)")
+        check_horse_down_mode(self, self.rules, "rules")
+        return self
 
     @property
     def offline_after_s(self) -> float:
@@ -555,6 +634,13 @@ class LogicConfig(_Strict):
     def absent_after_s(self) -> float:
         """Seconds without a horse before ``horse_absent`` is raised."""
         return self.rules.horse_absent.escalation[0].after_s
+
+
+def check_horse_down_mode(logic: LogicConfig, rules: RulesConfig, where: str) -> None:
+    """``horse_down.mode: baseline`` needs ``logic.baseline.enabled`` (``where``: whose rules, for the message)."""
+    if rules.horse_down.enabled and rules.horse_down.mode is HorseDownMode.baseline and not logic.baseline.enabled:
+        raise ValueError(f"{where}.horse_down.mode 'baseline' needs logic.baseline.enabled: true (the camera's "
+                         f"own normal is learnt there)")
 
 
 def _deep_merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:

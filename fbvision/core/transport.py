@@ -23,6 +23,8 @@ key                            type      what
                                          ``<worker id>@<process instance>.<n>``, checked by every owner write
 ``K logic:workers``            zset      live logic workers, scored by last heartbeat
 ``K logic:episodes``           hash      camera id -> open alert episodes (JSON), so a restart re-raises nothing
+``K logic:baselines``          hash      camera id -> the horse's own normal (JSON, ``fbvision.logic.baseline``):
+                                         bouts and lying minutes of its last N days, written when a day closes
 ``K evidence:requests``         stream    evidence requests of raised/escalated alerts (JSON, field ``e``), read by
                                          the camera managers (plain XREAD, no group); capped (``MAXLEN ~``)
 ``K metrics:snapshots``          hash      process name -> its latest metrics snapshot (JSON: latency percentiles...)
@@ -230,8 +232,8 @@ return 0
 
 # Commit one batch of a partition: ack its results, add its alerts to the outbox and save the touched cameras'
 # state - only while ARGV[1] still holds the lease, and all or nothing. KEYS: lease, result stream, outbox,
-# episodes hash. ARGV: token, outbox maxlen, group, n ids, ids..., n alerts, alerts..., then (camera, state)
-# pairs. XACK goes first: it is the only command that can fail on its input (a malformed id), and a script that
+# episodes hash, baselines hash. ARGV: token, outbox maxlen, group, n ids, ids..., n alerts, alerts..., n states,
+# (camera, state) pairs..., then (camera, baseline) pairs. XACK goes first: it is the only command that can fail on its input (a malformed id), and a script that
 # fails before its first write writes nothing (a full Redis refuses that first write too). Returns 1, or 0 when
 # the lease is not ours (nothing written).
 _COMMIT_FENCED = """
@@ -245,7 +247,9 @@ for j = i + 1, i + n_alerts do
   redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'a', ARGV[j])
 end
 i = i + n_alerts + 1
-for j = i, #ARGV, 2 do redis.call('HSET', KEYS[4], ARGV[j], ARGV[j + 1]) end
+local n_states = tonumber(ARGV[i])
+for j = i + 1, i + 2 * n_states, 2 do redis.call('HSET', KEYS[4], ARGV[j], ARGV[j + 1]) end
+for j = i + 2 * n_states + 1, #ARGV, 2 do redis.call('HSET', KEYS[5], ARGV[j], ARGV[j + 1]) end
 return 1
 """
 
@@ -451,6 +455,10 @@ class Keys:
     @property
     def episodes(self) -> str:
         return self._k("logic:episodes")
+
+    @property
+    def baselines(self) -> str:
+        return self._k("logic:baselines")
 
     @property
     def snapshots(self) -> str:
@@ -894,16 +902,21 @@ class Transport:
     @_guard
     def commit_results(
         self, partition: int, token: str, *, entry_ids: Sequence[str] = (), alerts_json: Sequence[bytes] = (),
-        states: Mapping[str, dict] | None = None,
+        states: Mapping[str, dict] | None = None, baselines: Mapping[str, dict] | None = None,
     ) -> bool:
         """Fenced, atomic commit of a partition owner's work: ack ``entry_ids`` of the partition's stream, add
-        ``alerts_json`` to the outbox and save ``states`` (camera id -> episode state), all or nothing, and only
-        while ``token`` holds the partition's lease. Returns False (nothing written) when it does not."""
+        ``alerts_json`` to the outbox and save ``states`` (camera id -> episode state) and ``baselines`` (camera
+        id -> horse baseline), all or nothing, and only while ``token`` holds the partition's lease. Returns
+        False (nothing written) when it does not."""
+        states, baselines = states or {}, baselines or {}
         args: list[object] = [token, self.outbox_maxlen, RESULTS_GROUP, len(entry_ids), *entry_ids,
-                              len(alerts_json), *alerts_json]
-        for camera_id, state in (states or {}).items():
+                              len(alerts_json), *alerts_json, len(states)]
+        for camera_id, state in states.items():
             args += [camera_id, json.dumps(state, separators=(",", ":"))]
-        keys = [self.keys.lease(partition), self.keys.results(partition), self.keys.outbox, self.keys.episodes]
+        for camera_id, baseline in baselines.items():
+            args += [camera_id, json.dumps(baseline, separators=(",", ":"))]
+        keys = [self.keys.lease(partition), self.keys.results(partition), self.keys.outbox, self.keys.episodes,
+                self.keys.baselines]
         return bool(self._commit_fenced(keys=keys, args=args))
 
     @_guard
@@ -1021,6 +1034,19 @@ class Transport:
             state = json.loads(raw)
         except ValueError:
             logger.warning("camera %s: unreadable saved episode state, starting fresh", camera_id)
+            return {}
+        return state if isinstance(state, dict) else {}
+
+    @_guard
+    def load_baseline(self, camera_id: str) -> dict:
+        """The camera's saved horse baseline ({} when none or unreadable)."""
+        raw = self.client.hget(self.keys.baselines, camera_id)
+        if not raw:
+            return {}
+        try:
+            state = json.loads(raw)
+        except ValueError:
+            logger.warning("camera %s: unreadable saved baseline, learning afresh", camera_id)
             return {}
         return state if isinstance(state, dict) else {}
 

@@ -206,3 +206,119 @@ def compare(summary: TimeBudgetSummary, truth: TruthBudget) -> dict[str, Any]:
         out[key] = {"measured": round(float(value), 2), "truth": round(float(want), 2),
                     "diff": round(float(value) - float(want), 2) if math.isfinite(value) else math.nan}
     return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Several days of one horse: horse_down against the horse's own normal (fbvision.logic.baseline)
+
+#: Horses with a habit of their own (:func:`habit_days`): ``short_napper`` lies in bouts of 5-12 min (its
+#: abnormal day: one 27 min bout, under the fixed 30 min); ``long_sleeper`` sleeps flat for 35-50 min three
+#: times a night (every night past the fixed 30 min; its abnormal day: one 100 min bout).
+HABITS: tuple[str, ...] = ("short_napper", "long_sleeper")
+_ABNORMAL_MIN = {"short_napper": 27.0, "long_sleeper": 100.0}
+
+
+def _habit_day(habit: str, rng: np.random.Generator, abnormal: bool) -> list[tuple[str, float]]:
+    """Noon to noon of one horse of ``habit``; ``abnormal``: its second night bout is :data:`_ABNORMAL_MIN` long."""
+    h = 3600.0
+    if habit == "short_napper":
+        naps, night, flat = [rng.uniform(5, 12) for _ in range(2)], [rng.uniform(6, 12) for _ in range(4)], 0.3
+    elif habit == "long_sleeper":
+        naps, night, flat = [rng.uniform(10, 20) for _ in range(2)], [rng.uniform(35, 50) for _ in range(3)], 0.6
+    else:
+        raise KeyError(f"no habit {habit!r}; known: {', '.join(HABITS)}")
+    if abnormal:
+        night[1] = _ABNORMAL_MIN[habit]
+    out = [*_awake(rng, 3 * h), *_bout(rng, naps[0]), *_awake(rng, 4 * h), *_bout(rng, naps[1]), *_awake(rng, 2 * h)]
+    for minutes in night:
+        out += [*_bout(rng, minutes, flat_share=flat), *_awake(rng, 1.5 * h, walk_share=0.05)]
+    return out
+
+
+@dataclass(frozen=True)
+class HabitDays:
+    """:func:`habit_days`' scenario and the abnormal bouts in it (scenario seconds: lie-down to get-up)."""
+
+    scenario: Scenario
+    abnormal: tuple[tuple[float, float], ...]
+    n_days: int
+
+
+def habit_days(habit: str, n_days: int = 5, abnormal_day: int | None = -1, seed: int = 0,
+               fps: float = 0.2) -> HabitDays:
+    """``n_days`` consecutive 24 h days (noon to noon) of one horse of ``habit``; on day ``abnormal_day``
+    (0-based, negative from the end, None: none) its abnormal bout."""
+    if n_days < 1:
+        raise ValueError("n_days must be >= 1")
+    base = Scenario.builtin("normal_rest")
+    rng = np.random.default_rng([seed, zlib.crc32(habit.encode())])
+    bad = None if abnormal_day is None else abnormal_day % n_days
+    segments: list[Segment] = []
+    abnormal: list[tuple[float, float]] = []
+    for day in range(n_days):
+        total, bout_start, bouts = 0.0, None, 0
+        for behaviour, seconds in _habit_day(habit, rng, day == bad):
+            seconds = min(float(seconds), DAY_S - total)
+            if seconds <= 0:
+                break
+            if behaviour == "lying_down":
+                bout_start, bouts = day * DAY_S + total, bouts + 1
+            if behaviour == "getting_up" and day == bad and bouts == 4 and bout_start is not None:
+                abnormal.append((bout_start, day * DAY_S + total + seconds))  # the second night bout
+            segments.append(Segment(behaviour=behaviour, duration_s=seconds))  # type: ignore[arg-type]
+            total += seconds
+        if total < DAY_S:
+            segments.append(Segment(behaviour="standing", duration_s=DAY_S - total))
+    horse = base.horses[0].model_copy(update={"script": segments})
+    scenario = Scenario(name=f"{habit}-{n_days}d-s{seed}", description=f"{n_days} days of a {habit}", seed=seed,
+                        fps=fps, look=base.look, size=base.size, horses=[HorseScript.model_validate(horse.model_dump())])
+    return HabitDays(scenario, tuple(abnormal), n_days)
+
+
+def baseline_config(mode: str, fps: float = 0.2, **baseline: Any) -> LogicConfig:
+    """The lab's logic config for ``horse_down`` in ``mode`` (``fixed`` or ``baseline``): the baseline learnt
+    in both (so the runs differ only by the mode), horse_down's vote widened to hold 3 frames at ``fps``."""
+    window_s = max(5.0, 6.0 / fps)
+    return LogicConfig.model_validate({
+        "baseline": {"enabled": True, **baseline},
+        "rules": {"horse_down": {"mode": mode, "smoothing": {"window_s": window_s, "min_frames": 3}}},
+    })
+
+
+def score_horse_down(alerts: list[AlertEvent], days: HabitDays, t0: float = DAY_T0,
+                     learning_days: int = 0) -> dict[str, int]:
+    """The raised horse_down alerts against the abnormal bouts: ``caught`` (raised during one, lie-down to
+    get-up + 2 min), ``false_alerts`` (the others) and ``false_after_learning`` (those after the first
+    ``learning_days`` days)."""
+    raised = [a for a in alerts if a.rule == "horse_down" and a.state.value == "raised"]
+    windows = [(t0 + s, t0 + e + 120.0) for s, e in days.abnormal]
+    caught = sum(1 for lo, hi in windows if any(lo <= a.updated_at <= hi for a in raised))
+    false = [a for a in raised if not any(lo <= a.updated_at <= hi for lo, hi in windows)]
+    late = [a for a in false if a.updated_at >= t0 + learning_days * DAY_S]
+    return {"events": len(windows), "caught": caught, "false_alerts": len(false), "false_after_learning": len(late)}
+
+
+def evaluate_baseline(habits: tuple[str, ...] = HABITS, n_days: int = 5, seed: int = 0, fps: float = 0.2,
+                      modes: tuple[str, ...] = ("fixed", "baseline"), **baseline: Any) -> list[dict[str, Any]]:
+    """horse_down in each mode on ``n_days`` of each habit (the last day abnormal): one row per habit and mode
+    with :func:`score_horse_down`'s counts, the alerts' thresholds and the run's seconds. ``baseline``:
+    ``logic.baseline`` settings (e.g. ``min_days=2``)."""
+    import time
+
+    rows = []
+    for habit in habits:
+        days = habit_days(habit, n_days, -1, seed, fps)
+        for mode in modes:
+            config = baseline_config(mode, fps, **baseline)
+            started = time.perf_counter()
+            run = run_day(days.scenario, config=config)
+            raised = [a for a in run.alerts if a.rule == "horse_down" and a.state.value == "raised"]
+            thresholds = sorted({round(a.evidence.features.get("threshold_s", config.rules.horse_down.escalation[0]
+                                                                 .after_s) / 60.0, 1) for a in raised})
+            base = run.logic.baseline
+            rows.append({"habit": habit, "mode": mode, "days": n_days,
+                         **score_horse_down(run.alerts, days, learning_days=config.baseline.min_days),
+                         "threshold_min": thresholds,
+                         "p95_bout_min": None if base is None else base.summary()["p95_bout_min"],
+                         "seconds": round(time.perf_counter() - started, 1)})
+    return rows

@@ -33,6 +33,7 @@ from fbvision.core.logic_config import (
     effective_rules,
 )
 from fbvision.logic import rules as rule_registry
+from fbvision.logic.baseline import HorseBaseline
 from fbvision.logic.features import FeatureExtractor, TrackFeatures
 from fbvision.logic.filters import apply_nms, filter_candidates
 from fbvision.logic.rules import OnTick, Rule, RuleContext, Scope
@@ -105,6 +106,7 @@ class CameraLogic:
         class_ids: Collection[int],
         frame_size: tuple[int, int] | None = None,
         open_episodes: dict | None = None,
+        baseline: dict | None = None,
     ) -> None:
         self.camera_id = camera_id
         self.config = config
@@ -138,6 +140,9 @@ class CameraLogic:
         budget_cfg = config.time_budget
         self._budget = TimeBudget(budget_cfg) if budget_cfg.enabled else None
         self._track_budgets: dict[int, TimeBudget] = {}
+        # Against the horse's own normal (fbvision.logic.baseline): learnt from the camera's budget.
+        self._baseline = (HorseBaseline(config.baseline, budget_cfg.timezone, camera_id)
+                          if config.baseline.enabled and self._budget is not None else None)
         self._budget_centres: dict[int, tuple[float, float, float]] = {}  # track -> last (t, cx, cy) seen
         self._last_seen: dict[int, float | None] = {}  # known tracks; None: restored, not seen yet
         self._first_t: float | None = None
@@ -152,6 +157,8 @@ class CameraLogic:
         self._shift = 0.0
         if open_episodes:
             self._restore(open_episodes)
+        if baseline and self._baseline is not None:
+            self._baseline.load(baseline)  # ValueError on a wrong version or camera: the worker starts afresh
 
     # ---------------------------------------------------------------------------------------------------
     # per frame
@@ -255,6 +262,10 @@ class CameraLogic:
         if budget is None:
             return None
         cfg = self.config.time_budget
+        if self._baseline is not None:
+            # Before this frame is counted: a frame of a new day closes the last one while the ring still
+            # holds that day's first minute.
+            self._baseline.update(t, budget)
         seen = None
         for f in features:
             posture = (LYING if f.lying else STANDING) if f.present else ABSENT
@@ -308,6 +319,15 @@ class CameraLogic:
     def budget(self) -> TimeBudget | None:
         """The camera's :class:`~fbvision.logic.timebudget.TimeBudget` (None when ``time_budget.enabled`` is off)."""
         return self._budget
+
+    @property
+    def baseline(self) -> HorseBaseline | None:
+        """The camera's :class:`~fbvision.logic.baseline.HorseBaseline` (None when ``baseline.enabled`` is off)."""
+        return self._baseline
+
+    def baseline_state(self) -> dict[str, Any] | None:
+        """The baseline's JSON-able state (the worker saves it when ``baseline.changed``), None without one."""
+        return None if self._baseline is None else self._baseline.to_dict()
 
     def tick_reference(self, now: float, camera_online: bool | None = None) -> list[AlertEvent]:
         """:meth:`tick` at reference-clock time ``now``, judged by arrivals: the camera's time moves on from its
@@ -382,7 +402,8 @@ class CameraLogic:
         alerts: list[AlertEvent] = []
         postures = self._postures.get(f.track_id, ())
         for rule, params in self._enabled(self._track_rules):
-            ctx = RuleContext(t=f.t, params=params, rules=self.rules, features=f, postures=postures)
+            ctx = RuleContext(t=f.t, params=params, rules=self.rules, features=f, postures=postures,
+                              baseline=self._baseline)
             alerts += self._evaluate(rule, f.track_id, ctx, f.seq, signals)
         return alerts
 
@@ -426,6 +447,8 @@ class CameraLogic:
         raw = score.value
         t = ctx.t
         state = self._state(rule.name, track_id)
+        adaptive = rule.raise_after(ctx) if rule.raise_after is not None else None
+        state.episode.shift_s = 0.0 if adaptive is None else adaptive.after_s - state.episode.escalation[0][0]
         state.smoothed = float(state.filter.update(raw, t))
         transitions = state.episode.update(state.smoothed, t, since=since)
         if signals is not None:
@@ -445,6 +468,8 @@ class CameraLogic:
             return []
         evidence = rule.evidence(ctx, score)
         values = dict(evidence.values)
+        if adaptive is not None:
+            values.update(adaptive.details)
         values.update(score=NAN if raw is None else float(raw), smoothed=state.smoothed)
         return self._events(rule.name, track_id, transitions, seq, evidence.box, values)
 

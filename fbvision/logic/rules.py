@@ -31,6 +31,8 @@ from fbvision.core.logic_config import (
     RULE_NAMES,
     TRACK_RULES,
     CameraOfflineRule,
+    HorseDownMode,
+    HorseDownRule,
     LyingTimeLowRule,
     RestlessRule,
     RollingRule,
@@ -38,6 +40,7 @@ from fbvision.core.logic_config import (
     RulesConfig,
     TooFastRule,
 )
+from fbvision.logic.baseline import HorseBaseline
 from fbvision.logic.features import TrackFeatures
 from fbvision.logic.timebudget import TimeBudget
 
@@ -170,6 +173,7 @@ class RuleContext:
     last_frame_t: float | None = None  # the camera's frame before the one at t (on a tick: its last frame)
     camera_online: bool | None = None  # ticks: what the camera manager says (None: nothing); frames: True
     budget: TimeBudget | None = None  # camera rules, after tracking: the camera's time budget (a horse's day)
+    baseline: HorseBaseline | None = None  # track rules: the camera's horse baseline (Rule.raise_after reads it)
 
 
 #: The situation fields of :class:`RuleContext` a rule of each scope may read (list them in ``Rule.inputs``).
@@ -198,6 +202,15 @@ class RuleEvidence:
     values: Mapping[str, float] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class RaiseAfter:
+    """An adaptive raise age: the rule's episode raises once its condition has lasted ``after_s`` (the ladder's
+    later steps move with the first); ``details`` go into its alerts' evidence."""
+
+    after_s: float
+    details: Mapping[str, float] = field(default_factory=dict)
+
+
 ScoreFn = Callable[[RuleContext], Score]
 EvidenceFn = Callable[[RuleContext, Score], RuleEvidence]
 
@@ -217,7 +230,9 @@ class Rule:
     ``present_tracks`` is scored after the frame's tracks, the others as the frame arrives; a log of track
     features can recompute a track rule that reads only ``features``). ``on_tick``/``hold_while``: what it
     does on ticks. ``posture_window_s``: for a rule reading ``postures``, how far back (from its params)
-    the posture history must reach.
+    the posture history must reach. ``raise_after``: for a rule whose raise age adapts (horse_down's
+    ``baseline`` mode), the age from the context (it may read ``baseline``; the score does not, so a log of
+    features still recomputes the score); None: the config's ladder.
     """
 
     name: str
@@ -228,6 +243,7 @@ class Rule:
     on_tick: OnTick = OnTick.skip
     hold_while: Callable[[RuleContext], bool] = _always
     posture_window_s: Callable[[RuleConfig], float] | None = None
+    raise_after: Callable[[RuleContext], RaiseAfter | None] | None = None
     doc: str = ""
 
     def __post_init__(self) -> None:
@@ -279,6 +295,27 @@ def _features(ctx: RuleContext) -> TrackFeatures:
 
 def _score_horse_down(ctx: RuleContext) -> Score:
     return Score(horse_down(_features(ctx)))
+
+
+def horse_down_raise_after(params: HorseDownRule, baseline: HorseBaseline | None) -> RaiseAfter:
+    """horse_down's raise age: the ladder's first step in ``fixed`` mode, and in ``baseline`` mode while the
+    camera's baseline is not ready (``baseline_ready`` 0 in the evidence); once it is,
+    ``clamp(baseline_k x p95 bout, baseline_min_s, baseline_max_s)``."""
+    fixed = params.escalation[0].after_s
+    if params.mode is not HorseDownMode.baseline:
+        return RaiseAfter(fixed)
+    p95 = baseline.p95_bout_s() if baseline is not None else None
+    if p95 is None:
+        return RaiseAfter(fixed, {"baseline_ready": 0.0, "threshold_s": fixed})
+    threshold = min(max(params.baseline_min_s, params.baseline_k * p95), params.baseline_max_s)
+    return RaiseAfter(threshold, {"baseline_ready": 1.0, "threshold_s": threshold, "p95_bout_s": p95})
+
+
+def _raise_after_horse_down(ctx: RuleContext) -> RaiseAfter | None:
+    params = cast(HorseDownRule, ctx.params)
+    if params.mode is HorseDownMode.fixed:
+        return None
+    return horse_down_raise_after(params, ctx.baseline)
 
 
 def _score_too_fast(ctx: RuleContext) -> Score:
@@ -443,7 +480,8 @@ register(
         _score_horse_down,
         track_evidence,
         inputs=frozenset({"features"}),
-        doc="The track's posture is lying.",
+        raise_after=_raise_after_horse_down,
+        doc="The track's posture is lying; in baseline mode it raises against the camera's own normal bout.",
     )
 )
 register(

@@ -252,6 +252,9 @@ class EpisodeTracker:
         self.inactive_since: float | None = None
         self.severity: Severity | None = None
         self.last_resolved: float | None = None
+        #: The ladder starts this much later (negative: earlier): an adaptive rule's raise age minus the first
+        #: step's (``Rule.raise_after``, e.g. horse_down against the horse's own normal). Set before each update.
+        self.shift_s = 0.0
 
     @property
     def is_open(self) -> bool:
@@ -288,7 +291,7 @@ class EpisodeTracker:
                     self.last_resolved = t
                 self.onset, self.inactive_since, self.severity = None, None, None
         if active and self.onset is not None:
-            level = self._level(t - self.onset)
+            level = self._level(t - self.onset - self.shift_s)
             if level is not None:
                 if self.severity is None:
                     if self.last_resolved is None or t - self.last_resolved >= self.cooldown_s:

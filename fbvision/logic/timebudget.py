@@ -296,6 +296,16 @@ class TimeBudget:
                 "standing_s": float(sums[_STANDING]), "absent_s": float(sums[_ABSENT]),
                 "moving_s": float(sums[_MOVING]), "lie_downs": float(sums[_DOWNS]), "get_ups": float(sums[_UPS])}
 
+    def sums_between(self, t0: float, t1: float) -> dict[str, float]:
+        """Sums over the bins that start in [t0, t1) and are still in the ring (the per-horse baseline closes
+        its days with this)."""
+        first, last = int(math.ceil(t0 / self.bin_s)), int(math.ceil(t1 / self.bin_s)) - 1
+        rows = self._bins[(self._bin_of_slot >= first) & (self._bin_of_slot <= last)]
+        sums = rows.sum(axis=0, dtype=np.float64)
+        return {"observed_s": float(sums[_OBSERVED]), "lying_s": float(sums[_LYING]),
+                "standing_s": float(sums[_STANDING]), "absent_s": float(sums[_ABSENT]),
+                "moving_s": float(sums[_MOVING]), "lie_downs": float(sums[_DOWNS]), "get_ups": float(sums[_UPS])}
+
     def night_mask(self, bins: np.ndarray, t: float) -> np.ndarray:
         """Which of the absolute bin numbers ``bins`` start during the night hours (the zone's UTC offset at
         ``t`` for all: within a day of a DST change one hour may be off)."""

@@ -26,7 +26,9 @@ them to the recorder. A crash before the commit replays the
 batch from the previous state; after it, nothing is replayed; a refused commit leaves the batch to the new
 owner, who judges it from the last committed state. So no alert is lost or written twice. Open episodes are
 part of the state, so a restart does not raise an episode again. (A state saved by an older version may
-still hold ``unsent_alerts``: they are written, fenced, when that state is loaded.)
+still hold ``unsent_alerts``: they are written, fenced, when that state is loaded.) With ``logic.baseline``
+on, a camera's horse baseline (``fbvision.logic.baseline``) is loaded with its state and saved in the same
+commit whenever one of its days closed (it changes only then, so a stop has nothing left to save).
 """
 
 from __future__ import annotations
@@ -370,6 +372,7 @@ class LogicWorker:
                          states={camera_id: {**saved, THROUGH_KEY: through, UNSENT_KEY: []}})
             self.counters.incr("alerts:rewritten", len(unsent))
             logger.warning("camera %s: re-wrote %d alert(s) saved before a crash", camera_id, len(unsent))
+        baseline = self.transport.load_baseline(camera_id) if self.settings.logic.baseline.enabled else {}
         try:
             logic = CameraLogic(
                 camera_id, self.settings.logic, self._overrides.get(camera_id), self.class_id_list(),
@@ -379,6 +382,14 @@ class LogicWorker:
             logger.error("camera %s: saved episode state unusable (%s); starting fresh", camera_id, exc)
             self.counters.incr("episodes:unreadable")
             logic = CameraLogic(camera_id, self.settings.logic, self._overrides.get(camera_id), self.class_id_list())
+        if baseline and logic.baseline is not None:
+            # The horse's own normal (fbvision.logic.baseline), saved when its last day closed.
+            try:
+                logic.baseline.load(baseline)
+                self.counters.incr("baseline:loaded")
+            except (ValueError, KeyError, TypeError) as exc:
+                logger.error("camera %s: saved baseline unusable (%s); learning afresh", camera_id, exc)
+                self.counters.incr("baseline:unreadable")
         self._logics[camera_id] = logic
         if isinstance(through, dict) and "partition" in through and "entry_id" in through:
             self._through[camera_id] = (int(through["partition"]), str(through["entry_id"]))
@@ -405,9 +416,18 @@ class LogicWorker:
         token = self._tokens.get(partition)
         all_states = {cam: self._state(cam) for cam in cameras or []}
         all_states.update(states or {})
+        # A baseline changes when one of its days closes: saved then, with the state of the same frames.
+        changed = [self._logics[c].baseline for c in cameras or [] if c in self._logics]
+        changed = [b for b in changed if b is not None and b.changed]
+        baselines = {b.camera_id: b.to_dict() for b in changed}
+        more = {"baselines": baselines} if baselines else {}
         if token is not None and self.transport.commit_results(
-            partition, token, entry_ids=entry_ids, alerts_json=alerts_json, states=all_states
+            partition, token, entry_ids=entry_ids, alerts_json=alerts_json, states=all_states, **more
         ):
+            for b in changed:
+                b.changed = False
+            if changed:
+                self.counters.incr("baseline:saved", len(changed))
             return
         # Paused (GC, SIGSTOP, a VM migration) or cut off past the lease: the new owner has claimed these results
         # and will judge them from the last committed state. Writing ours too would duplicate or reorder alerts.

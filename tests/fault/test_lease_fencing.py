@@ -110,11 +110,12 @@ class _PausingTransport(Transport):
         super().__init__(*args, **kwargs)
         self.about_to_commit, self.resumed = about_to_commit, resumed
 
-    def commit_results(self, partition, token, *, entry_ids=(), alerts_json=(), states=None):
+    def commit_results(self, partition, token, *, entry_ids=(), alerts_json=(), states=None, **more):
         if alerts_json and not self.about_to_commit.is_set():
             self.about_to_commit.set()
             self.resumed.wait(HOLD_MAX_S)
-        return super().commit_results(partition, token, entry_ids=entry_ids, alerts_json=alerts_json, states=states)
+        return super().commit_results(partition, token, entry_ids=entry_ids, alerts_json=alerts_json, states=states,
+                                      **more)
 
 
 def _logic_process(redis_url: str, worker_id: str, stop, hold, log_path: str) -> None:
