@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 SNAPSHOT_EXT = ".jpg"
 CLIP_EXT = ".mp4"
@@ -28,6 +29,23 @@ def evidence_urls(name: str, url_prefix: str = "/evidence/") -> tuple[str, str]:
     """(snapshot URL, clip URL) of evidence ``name``."""
     prefix = url_prefix if url_prefix.endswith("/") else url_prefix + "/"
     return f"{prefix}{name}{SNAPSHOT_EXT}", f"{prefix}{name}{CLIP_EXT}"
+
+
+def with_evidence_urls(alerts: list[Any], url_prefix: str = "/evidence/") -> list[Any]:
+    """Raised and escalated alerts (``AlertEvent``) with their evidence URLs, known before the evidence exists
+    (named after the episode): the alert goes out at once, the backend serves the files once the camera manager
+    wrote them. Resolved alerts are returned as they are. The logic worker and the replays
+    (:mod:`fbvision.logic.playback`) both use this, so a replay gives the live run's alerts field for field."""
+    from fbvision.core.events import AlertState
+
+    out = []
+    for a in alerts:
+        if a.state is AlertState.resolved:
+            out.append(a)
+            continue
+        snap, clip = evidence_urls(evidence_name(a.episode_key, a.state.value, a.severity.value), url_prefix)
+        out.append(a.model_copy(update={"evidence": a.evidence.model_copy(update={"snapshot": snap, "clip": clip})}))
+    return out
 
 
 @dataclass(frozen=True)

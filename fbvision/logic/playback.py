@@ -35,6 +35,7 @@ import pandas as pd
 
 from fbvision.core.candidates import Candidates
 from fbvision.core.events import AlertEvent
+from fbvision.core.evidence import with_evidence_urls
 from fbvision.core.logic_config import CameraLogicOverrides, LogicConfig
 from fbvision.logic.camera_logic import CameraLogic
 from fbvision.logic.recorder import read_recording, read_ticks
@@ -117,12 +118,15 @@ def replay_recording(
     speed: float | None = None,
     tick_interval_s: float = 1.0,
     sleep: Callable[[float], None] = time.sleep,
+    evidence_url_prefix: str | None = None,
 ) -> list[AlertEvent]:
     """Run the recording under ``path`` back through fresh ``CameraLogic`` objects (``config``, per-camera
     ``overrides``, the model's ``class_ids``) and return the alert events, in the order they were produced.
 
     ``speed``: pace the replay at that many times real time on the recording's clock (20.0: a minute in 3 s);
-    None: as fast as possible. The pace changes nothing in the result (see the module docstring)."""
+    None: as fast as possible. The pace changes nothing in the result (see the module docstring).
+    ``evidence_url_prefix``: the live run's ``evidence.url_prefix`` when its evidence was on - the raised and
+    escalated alerts then carry the same evidence URLs as the live ones (None: no URLs, as with evidence off)."""
     steps = replay_steps(read_recording(path), read_ticks(path), tick_interval_s=tick_interval_s)
     overrides = overrides or {}
     logics: dict[str, CameraLogic] = {}
@@ -141,7 +145,10 @@ def replay_recording(
         if step.candidates is not None:
             outcome = logic.process(seq=step.seq, t=step.t, candidates=step.candidates, frame_size=step.frame_size,
                                     arrived=step.arrived)
-            alerts += outcome.alerts
+            produced = outcome.alerts
         else:
-            alerts += logic.tick_reference(step.clock, camera_online=step.camera_online)
+            produced = logic.tick_reference(step.clock, camera_online=step.camera_online)
+        if produced and evidence_url_prefix is not None:
+            produced = with_evidence_urls(produced, evidence_url_prefix)
+        alerts += produced
     return alerts

@@ -44,8 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from fbvision.core.candidates import Candidates
 from fbvision.core.clock import ReferenceClock
-from fbvision.core.events import AlertState
-from fbvision.core.evidence import EvidenceRequest, evidence_name, evidence_urls
+from fbvision.core.evidence import EvidenceRequest, evidence_name, with_evidence_urls
 from fbvision.core.loop import Backoff, LogThrottle, StageLoop
 from fbvision.core.metrics import Counters, LatencyStats, set_time_budget, snapshot, stage_durations
 from fbvision.core.transport import (
@@ -536,19 +535,11 @@ class LogicWorker:
 
     # -- evidence (docs/evidence-and-review.md) ----------------------------------------------------
     def _with_evidence(self, alerts: list[AlertEvent]) -> list[AlertEvent]:
-        """Raised and escalated alerts with their evidence URLs, known before the evidence exists (named after the
-        episode): the alert goes out at once, the backend serves the files once the camera manager wrote them."""
+        """Raised and escalated alerts with their evidence URLs (:func:`~fbvision.core.evidence.with_evidence_urls`)."""
         cfg = self.settings.evidence
         if not cfg.enabled or not alerts:
             return alerts
-        out = []
-        for a in alerts:
-            if a.state is AlertState.resolved:
-                out.append(a)
-                continue
-            snap, clip = evidence_urls(evidence_name(a.episode_key, a.state.value, a.severity.value), cfg.url_prefix)
-            out.append(a.model_copy(update={"evidence": a.evidence.model_copy(update={"snapshot": snap, "clip": clip})}))
-        return out
+        return with_evidence_urls(alerts, cfg.url_prefix)
 
     def _request_evidence(self, alerts: list[AlertEvent]) -> None:
         """After the alerts are committed: ask the camera managers for their evidence. Best effort - a request

@@ -93,6 +93,10 @@ def outbox_alerts(transport) -> list[AlertEvent]:
     return [AlertEvent.from_json(fields[b"a"]) for _id, fields in transport.client.xrange(transport.keys.outbox)]
 
 
+#: The live worker runs with the default evidence settings: its raised/escalated alerts carry evidence URLs.
+EVIDENCE_URLS = Settings().evidence.url_prefix
+
+
 def comparable(alerts: list[AlertEvent]) -> list[dict]:
     """Every field of every event except ``id``: a fresh uuid4 per emitted event by design (the backend
     deduplicates by ``idempotency_key``, which must be equal). Nothing else is excluded: the times are capture
@@ -130,7 +134,7 @@ def test_replay_at_20x_equals_the_live_run(transport, tmp_path):
     assert len(ticks) >= 10 and (ticks["camera_id"] == CAMERA).all()
 
     replay_start = time.monotonic()
-    replayed = replay_recording(tmp_path / "rec", cfg, class_ids=[0], speed=20.0)
+    replayed = replay_recording(tmp_path / "rec", cfg, class_ids=[0], speed=20.0, evidence_url_prefix=EVIDENCE_URLS)
     replay_s = time.monotonic() - replay_start
     steps = replay_steps(recording, ticks)
     span = steps[-1].clock - steps[0].clock
@@ -140,7 +144,9 @@ def test_replay_at_20x_equals_the_live_run(transport, tmp_path):
     assert sorted(a.idempotency_key for a in replayed) == sorted(a.idempotency_key for a in live)
     assert comparable(replayed) == comparable(live)
     # As fast as possible: the same again (the pace is not an input of the logic).
-    assert comparable(replay_recording(tmp_path / "rec", cfg, class_ids=[0])) == comparable(live)
+    again = replay_recording(tmp_path / "rec", cfg, class_ids=[0], evidence_url_prefix=EVIDENCE_URLS)
+    assert comparable(again) == comparable(live)
+    assert all(a.evidence.snapshot for a in live if a.state.value != "resolved")  # the URLs were compared too
 
 
 def test_a_recording_without_ticks_replays_frames_with_ticks_on_the_results_clock(tmp_path):

@@ -24,7 +24,7 @@ SCENARIOS = ["down_long", "normal_rest", "rolling", "night_down"]
 #: alert for the ground truth, "true" for a person watching the clip), and never for night_down's 48 s (missed).
 DEPLOYED = type(BASE.rules.horse_down).model_validate(
     {**BASE.rules.horse_down.model_dump(), "escalation": [{"after_s": 50, "severity": "warning"}]})
-GRID = {"none": [{}], "k_of_n": {"vote_k": [3, 15], "vote_n": [5, 25]}, "ema": {"ema_half_life_s": [0.5, 2.0]},
+GRID = {"none": [{}], "k_of_n": {"window_s": [1.0, 5.0], "fraction": [0.6, 0.8]}, "ema": {"ema_half_life_s": [0.5, 2.0]},
         "min_duration": {"after_s": [10.0], "exit_after_s": [0.0]}}
 COMPARED = ["strategy", "expected", "hits", "misses", "false_alerts", "recall", "precision", "raised"]
 
