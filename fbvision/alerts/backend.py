@@ -462,8 +462,14 @@ class _Handler(BaseHTTPRequestHandler):
                     status = self.server.status_source().get(camera_id)
                 except Exception:  # noqa: BLE001 - Redis away: the page says "unknown"
                     status = None
+            horse_day = None
+            if self.server.horse_day_source is not None:
+                try:
+                    horse_day = self.server.horse_day_source().get(camera_id)
+                except Exception:  # noqa: BLE001 - Redis away: the page goes without it
+                    horse_day = None
             episodes = store.episodes(camera_id=camera_id, since=time.time() - 86400)
-            self._html(review.camera_page(camera_id, status, episodes, store.missed(camera_id)))
+            self._html(review.camera_page(camera_id, status, episodes, store.missed(camera_id), horse_day))
         elif path == "/api/verdicts":
             self._reply(200, store.verdicts())
         elif path == "/api/missed":
@@ -585,9 +591,10 @@ class _AlertHTTPServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], store: AlertStore, max_body_bytes: int, *,
                  token: str | None = None, request_timeout_s: float = REQUEST_TIMEOUT_S,
-                 evidence_dir: Path | None = None, status_source=None):
+                 evidence_dir: Path | None = None, status_source=None, horse_day_source=None):
         self.evidence_dir = evidence_dir
         self.status_source = status_source
+        self.horse_day_source = horse_day_source
         self.store = store
         self.max_body_bytes = max_body_bytes
         self.token = token
@@ -616,7 +623,7 @@ class EmbeddedBackend:
     def __init__(
         self, db_path: str | Path, host: str = "127.0.0.1", port: int = 0, *, max_body_bytes: int = MAX_BODY_BYTES,
         token: str | None = None, request_timeout_s: float = REQUEST_TIMEOUT_S,
-        evidence_dir: str | Path | None = None, status_source=None,
+        evidence_dir: str | Path | None = None, status_source=None, horse_day_source=None,
     ):
         if not is_loopback(host) and not token:
             raise ValueError(f"the alert backend binds {host}, which is not loopback: give it a bearer token "
@@ -631,6 +638,8 @@ class EmbeddedBackend:
         self.request_timeout_s = request_timeout_s
         self.evidence_dir = Path(evidence_dir) if evidence_dir else None  # served under /evidence/
         self.status_source = status_source  # () -> {camera id: status} for the camera pages (optional)
+        # () -> {camera id: time budget (TimeBudgetSummary.to_dict())}: a horse's day on the camera pages (optional)
+        self.horse_day_source = horse_day_source
         self._server: _AlertHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._store: AlertStore | None = None
@@ -654,7 +663,7 @@ class EmbeddedBackend:
         self._store = AlertStore(self.db_path)
         self._server = _AlertHTTPServer((self.host, self.port), self._store, self.max_body_bytes, token=self.token,
                                         request_timeout_s=self.request_timeout_s, evidence_dir=self.evidence_dir,
-                                        status_source=self.status_source)
+                                        status_source=self.status_source, horse_day_source=self.horse_day_source)
         self.port = self._server.server_address[1]  # keep the port: a restart reuses it
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, name="alert-backend", daemon=True

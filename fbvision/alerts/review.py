@@ -6,8 +6,9 @@ a little inline JS for the keyboard). docs/evidence-and-review.md.
   ``since``/``until`` (``YYYY-MM-DDTHH:MM`` UTC, on the episode's start).
 * ``GET /review/alert/<episode key>`` - the snapshot, the clip, the timeline (raised -> ongoing -> resolved), the
   verdict buttons (true / false / unsure + note) and the verdict history (who, when).
-* ``GET /review/camera/<camera id>`` - status and last frame time (when the backend can read the pipeline's Redis),
-  alerts of the last 24 h, and a form to report a missed event (the lab's recall).
+* ``GET /review/camera/<camera id>`` - status and last frame time and a horse's day (the rolling 24 h time budget
+  the logic workers publish; both when the backend can read the pipeline's Redis), alerts of the last 24 h, and a
+  form to report a missed event (the lab's recall).
 * ``POST /review/alert/<key>/verdict`` (form) and ``POST /api/verdicts`` (JSON ``{episode_key, verdict, note,
   who}``); ``POST /review/camera/<id>/missed`` (form) and ``POST /api/missed`` (JSON ``{camera_id, rule, start_at,
   end_at, note, who}``); ``GET /api/verdicts``, ``GET /api/missed``, ``GET /verdicts.csv``, ``GET /missed.csv``
@@ -26,6 +27,7 @@ import hashlib
 import html
 import io
 import json
+import math
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
@@ -256,7 +258,40 @@ def alert_page(ep: dict, media: Mapping[str, str | None], verdict_history: list[
     return page(title, body, _ALERT_JS)
 
 
-def camera_page(camera_id: str, status: Mapping | None, episodes: list[dict], missed: list[dict]) -> bytes:
+def _num(value: object, digits: int = 1) -> str:
+    """A figure of the time budget: NaN/None (nothing observed) as "-"."""
+    if not isinstance(value, (int, float)) or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def horse_day_html(day: Mapping | None) -> str:
+    """The camera's rolling 24 h time budget (a horse's day, :mod:`fbvision.logic.timebudget`, as the logic worker
+    last published it), or a line saying there is none."""
+    if not day:
+        return ("<h2>A horse's day</h2><p class=muted>no time budget (the logic's <code>time_budget</code> is off, "
+                "no frame judged yet, or the backend cannot see the pipeline's Redis)</p>")
+    observed_h = day.get("observed_s")
+    observed_h = observed_h / 3600.0 if isinstance(observed_h, (int, float)) else None
+    rows = [
+        ("posture now", e(str(day.get("posture") or "unknown"))),
+        ("observed", f"{_num(observed_h)} h of the last 24 h (unknown: {_num((day.get('unknown_s') or 0) / 60.0)} min)"),
+        ("lying", f"{_num(day.get('lying_min'))} min ({_num(day.get('lying_pct'))} % of the observed time)"),
+        ("lying bouts", f"{_num(day.get('bouts'))}; longest {_num(day.get('longest_bout_min'))} min, mean "
+                        f"{_num(day.get('mean_bout_min'))} min, current {_num(day.get('current_bout_min'))} min"),
+        ("lie-downs / get-ups", f"{_num(day.get('lie_downs'))} / {_num(day.get('get_ups'))} "
+                                f"({_num(day.get('lie_downs_per_h'), 2)} / {_num(day.get('get_ups_per_h'), 2)} per h)"),
+        ("restless at night", f"{_num(day.get('restless_moving_min_per_h'))} min moving per night hour, "
+                              f"{_num(day.get('night_transitions_per_h'), 2)} posture changes per night hour"),
+        ("absent", f"{_num(day.get('absent_min'))} min"),
+    ]
+    table = "".join(f"<tr><th>{e(k)}</th><td>{v}</td></tr>" for k, v in rows)
+    return (f"<h2>A horse's day</h2><p class=muted>rolling 24 h up to {e(ts(day.get('t')))} (UTC)</p>"
+            f"<table id=horse-day>{table}</table>")
+
+
+def camera_page(camera_id: str, status: Mapping | None, episodes: list[dict], missed: list[dict],
+                horse_day: Mapping | None = None) -> bytes:
     if status:
         state = status.get("state", "?")
         status_html = (f"<p>status: <b id=cam-state>{e(str(state))}</b> since {e(ts(status.get('since')))}; "
@@ -272,7 +307,8 @@ def camera_page(camera_id: str, status: Mapping | None, episodes: list[dict], mi
         f"<li>{e(m['rule'])} from {e(ts(m['start_at']))} to {e(ts(m['end_at']))} by {e(m['who'])}"
         f"{': ' + e(m['note']) if m['note'] else ''}</li>" for m in missed) or "<li class=muted>none</li>"
     cam_q = e(quote(camera_id, safe=""))
-    body = (f"<h1>Camera {e(camera_id)}</h1>{status_html}<h2>Alerts of the last 24 h ({len(episodes)})</h2>"
+    body = (f"<h1>Camera {e(camera_id)}</h1>{status_html}{horse_day_html(horse_day)}"
+            f"<h2>Alerts of the last 24 h ({len(episodes)})</h2>"
             + (f"<table><tr><th>started (UTC)</th><th>rule</th><th>severity</th><th>state</th><th>verdict</th></tr>"
                f"{rows}</table>" if rows else "<p class=muted>none</p>")
             + "<h2>Missed events</h2><p>Something happened and no alert came: say when (UTC).</p>"

@@ -7,6 +7,7 @@ subcommands. The last argument is always the stop event.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -91,17 +92,28 @@ def delivery_stage(settings_json: str, redis_url: str, backend_url: str, stop) -
         transport.close()
 
 
+def horse_days(transport: Transport) -> dict[str, dict]:
+    """Every camera's time budget (a horse's day) as the logic workers last published it in their snapshots."""
+    out: dict[str, dict] = {}
+    for name, snap in sorted(transport.snapshots().items()):
+        budgets = snap.get("time_budget") if name.startswith("logic:") and isinstance(snap, dict) else None
+        if isinstance(budgets, dict):
+            out.update({cam: b for cam, b in budgets.items() if isinstance(b, dict)})
+    return out
+
+
 def backend_stage(db_path: str, port: int, evidence_dir: str, settings_json: str, redis_url: str, stop) -> None:
     """The embedded backend; with ``redis_url`` its camera pages show the cameras' status from the pipeline."""
     from fbvision.alerts.backend import EmbeddedBackend
 
-    status_source = None
+    status_source = horse_day_source = None
     if redis_url:
         settings = Settings.model_validate_json(settings_json)
         transport = Transport.from_config(settings.redis, url=redis_url, client_name="fbv-backend")
         status_source = transport.camera_statuses
+        horse_day_source = functools.partial(horse_days, transport)
     with EmbeddedBackend(db_path, port=port, evidence_dir=evidence_dir or None,
-                         status_source=status_source) as backend:
+                         status_source=status_source, horse_day_source=horse_day_source) as backend:
         logger.info("embedded alert backend at %s (SQLite %s)", backend.url, db_path)
         while not stop.wait(1.0):
             pass

@@ -171,3 +171,28 @@ def test_camera_page_shows_the_pipeline_status(tmp_path):
         assert "Alerts of the last 24 h (1)" in page
         statuses.clear()
         assert "status: unknown" in requests.get(f"{b.base_url}/review/camera/cam-1", timeout=5).text
+
+
+def test_camera_page_shows_the_horses_day(tmp_path):
+    """Issue 15: the time budget on the review page's camera view (as the logic worker last published it)."""
+    now = time.time()
+    day = {"t": now, "observed_s": 20 * 3600.0, "unknown_s": 600.0, "lying_min": 211.6, "lying_pct": 17.6,
+           "bouts": 7, "longest_bout_min": 48.5, "mean_bout_min": 30.2, "current_bout_min": 0.0, "lie_downs": 7,
+           "get_ups": 7, "lie_downs_per_h": 0.35, "get_ups_per_h": 0.35, "restless_moving_min_per_h": float("nan"),
+           "night_transitions_per_h": 0.5, "absent_min": 0.0, "posture": "<b>lying</b>"}
+    days = {"cam-1": day}
+    with EmbeddedBackend(tmp_path / "a.sqlite", horse_day_source=lambda: days) as b:
+        page = requests.get(f"{b.base_url}/review/camera/cam-1", timeout=5).text
+        assert "A horse's day" in page and "<table id=horse-day>" in page
+        assert "211.6 min (17.6 % of the observed time)" in page
+        assert "7; longest 48.5 min" in page and "20.0 h of the last 24 h" in page
+        assert "- min moving per night hour" in page  # NaN (no night observed) shown as "-", not "nan"
+        assert "<b>lying</b>" not in page and "&lt;b&gt;lying&lt;/b&gt;" in page  # escaped
+        other = requests.get(f"{b.base_url}/review/camera/cam-2", timeout=5).text
+        assert "no time budget" in other and "<table id=horse-day>" not in other
+
+        def away() -> dict:
+            raise ConnectionError("redis away")
+
+        b._server.horse_day_source = away  # Redis gone: the page still renders, without the budget
+        assert "no time budget" in requests.get(f"{b.base_url}/review/camera/cam-1", timeout=5).text
