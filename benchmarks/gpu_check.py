@@ -22,6 +22,7 @@ Writes ``DIR/gpu-<card>.json`` (read by benchmarks/report.py) and prints a summa
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -120,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fps", type=float, default=15.0)
     parser.add_argument("--e2e-seconds", type=float, default=30.0)
     parser.add_argument("--camera-procs", type=int, default=4, help="camera managers sharing the cameras")
+    parser.add_argument("--capacity", default="64x10,128x5",
+                        help="capacity rows after the end-to-end one, cameras x fps, comma-separated ('' for none)")
+    parser.add_argument("--capacity-seconds", type=float, default=20.0)
     args = parser.parse_args(argv)
     started = time.monotonic()
 
@@ -223,15 +227,36 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # keep the batching numbers: write the JSON whatever happens here
             log(f"end to end FAILED: {type(exc).__name__}: {exc}")
             result["e2e_skipped"] = f"failed: {type(exc).__name__}: {exc}"
+        # Capacity on the card (benchmarks/test_capacity.py's pipeline with the real model): how many cameras
+        # one GPU carries before the CPU side or the card saturates; the pipelined worker's engine busy fraction.
+        rows = [r for r in (args.capacity.split(",") if args.capacity else []) if r.strip()]
+        result["capacity"] = []
+        for row in rows[:1] if args.quick else rows:
+            cams, fps = row.lower().split("x")
+            if time.monotonic() - started > 380:
+                log(f"capacity {row} skipped: the 470 s limit is near")
+                break
+            cap = dataclasses.replace(spec, cameras=2 if args.quick else int(cams), fps=5.0 if args.quick else float(fps),
+                                      measure_s=2.0 if args.quick else args.capacity_seconds)
+            try:
+                with EmbeddedRedis(maxmemory_mb=2048) as server:
+                    summary = run_pipeline(cap, server.url, server.proc.pid)
+                log(f"capacity {row}:\n{format_summary(summary)}")
+                result["capacity"].append(summary)
+            except Exception as exc:
+                log(f"capacity {row} FAILED: {type(exc).__name__}: {exc}")
+                result["capacity"].append({"row": row, "failed": f"{type(exc).__name__}: {exc}"})
 
     args.out.mkdir(parents=True, exist_ok=True)
     slug = re.sub(r"[^A-Za-z0-9]+", "-", card).strip("-").lower()[:40]
     path = args.out / f"gpu-{slug}.json"
     path.write_text(json.dumps(result, indent=1, default=str))
     e2e = (result.get("e2e") or {}).get("stages_ms", {}).get("end_to_end", {})
+    busy = (result.get("e2e") or {}).get("engine_busy_fraction")
     log(f"SUMMARY on {card}: batch {top} vs sequential {result['ratios']['host_b32']}x host->host, "
         f"{result['ratios']['device_b32']}x model only (target >= 4x, aim 6x); end to end p95 "
-        f"{e2e.get('p95', float('nan')):.1f} ms (target < 50, aim 30); wrote {path} in "
+        f"{e2e.get('p95', float('nan')):.1f} ms (target < 50, aim 30), engine busy "
+        f"{'-' if busy is None else f'{busy:.0%}'} (pipelined worker); wrote {path} in "
         f"{time.monotonic() - started:.0f} s")
     return 0
 

@@ -340,6 +340,10 @@ def summarise(spec: RunSpec, records, counters, logic_counters, rss, elapsed, re
         "overhead_without_queue_ms": common.percentiles_ms(mechanics),
         "worker_mean_ms_per_batch": worker_ms,
         "mean_batch_size": round(frames_out / batches, 2) if batches else None,
+        # time inside engine.infer over the worker's wall time in the window (the pipelined worker's aim: ~1 under
+        # a backlog); None when the worker reported no time
+        "engine_busy_fraction": (round(inf.get("time_ms:engine_busy", 0.0) / inf["time_ms:wall"], 4)
+                                 if inf.get("time_ms:wall") else None),
         "batch_sizes": dict(sorted(sizes.items())),
         "drops": drops,
         "candidates_per_result": candidates,
@@ -362,7 +366,9 @@ def format_summary(s: dict) -> str:
                     ("ovh-no-queue", s.get("overhead_without_queue_ms", {}))]:
         if p.get("count"):
             lines.append(f"{name:<13} {p['p50']:>8.1f} {p['p95']:>8.1f} {p['p99']:>8.1f} {p['max']:>8.1f}")
-    lines.append(f"worker per batch (mean ms): {s['worker_mean_ms_per_batch']}, mean batch {s['mean_batch_size']}")
+    busy = s.get("engine_busy_fraction")
+    lines.append(f"worker per batch (mean ms): {s['worker_mean_ms_per_batch']}, mean batch {s['mean_batch_size']}, "
+                 f"engine busy {'-' if busy is None else f'{busy:.0%}'}")
     lines.append(f"drops: {s['drops'] or 'none'}; rss growth MB: "
                  f"{ {k: v['growth_mb'] for k, v in s['rss'].items()} }")
     return "\n".join(lines)
