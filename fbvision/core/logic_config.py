@@ -420,6 +420,12 @@ class TimeBudgetConfig(_Strict):
     summary_interval_s: float = Field(
         default=10.0, ge=0, le=3600, description="The summary (rules, metrics, recording) is recomputed this often."
     )
+    persist_interval_s: float = Field(
+        default=60.0, ge=0, le=3600,
+        description="The camera's counters are saved in Redis (logic:timebudgets) at most this often, in the "
+                    "fenced commit of its results, and loaded by whoever judges the camera next (a restart, a "
+                    "lease takeover); 0: never saved (a restart starts the day afresh).",
+    )
 
     @field_validator("timezone")
     @classmethod

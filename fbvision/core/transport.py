@@ -25,6 +25,8 @@ key                            type      what
 ``K logic:episodes``           hash      camera id -> open alert episodes (JSON), so a restart re-raises nothing
 ``K logic:baselines``          hash      camera id -> the horse's own normal (JSON, ``fbvision.logic.baseline``):
                                          bouts and lying minutes of its last N days, written when a day closes
+``K logic:timebudgets``        hash      camera id -> its time budget (a horse's day, JSON: the 24 h bins and bouts,
+                                         ``TimeBudget.to_dict``), written every ``persist_interval_s``
 ``K evidence:requests``         stream    evidence requests of raised/escalated alerts (JSON, field ``e``), read by
                                          the camera managers (plain XREAD, no group); capped (``MAXLEN ~``)
 ``K metrics:snapshots``          hash      process name -> its latest metrics snapshot (JSON: latency percentiles...)
@@ -232,8 +234,9 @@ return 0
 
 # Commit one batch of a partition: ack its results, add its alerts to the outbox and save the touched cameras'
 # state - only while ARGV[1] still holds the lease, and all or nothing. KEYS: lease, result stream, outbox,
-# episodes hash, baselines hash. ARGV: token, outbox maxlen, group, n ids, ids..., n alerts, alerts..., n states,
-# (camera, state) pairs..., then (camera, baseline) pairs. XACK goes first: it is the only command that can fail on its input (a malformed id), and a script that
+# episodes hash, baselines hash, time budgets hash. ARGV: token, outbox maxlen, group, n ids, ids..., n alerts,
+# alerts..., n states, (camera, state) pairs..., n baselines, (camera, baseline) pairs..., then (camera, time
+# budget) pairs. XACK goes first: it is the only command that can fail on its input (a malformed id), and a script that
 # fails before its first write writes nothing (a full Redis refuses that first write too). Returns 1, or 0 when
 # the lease is not ours (nothing written).
 _COMMIT_FENCED = """
@@ -249,7 +252,10 @@ end
 i = i + n_alerts + 1
 local n_states = tonumber(ARGV[i])
 for j = i + 1, i + 2 * n_states, 2 do redis.call('HSET', KEYS[4], ARGV[j], ARGV[j + 1]) end
-for j = i + 2 * n_states + 1, #ARGV, 2 do redis.call('HSET', KEYS[5], ARGV[j], ARGV[j + 1]) end
+i = i + 2 * n_states + 1
+local n_baselines = tonumber(ARGV[i])
+for j = i + 1, i + 2 * n_baselines, 2 do redis.call('HSET', KEYS[5], ARGV[j], ARGV[j + 1]) end
+for j = i + 2 * n_baselines + 1, #ARGV, 2 do redis.call('HSET', KEYS[6], ARGV[j], ARGV[j + 1]) end
 return 1
 """
 
@@ -459,6 +465,10 @@ class Keys:
     @property
     def baselines(self) -> str:
         return self._k("logic:baselines")
+
+    @property
+    def time_budgets(self) -> str:
+        return self._k("logic:timebudgets")
 
     @property
     def snapshots(self) -> str:
@@ -903,20 +913,24 @@ class Transport:
     def commit_results(
         self, partition: int, token: str, *, entry_ids: Sequence[str] = (), alerts_json: Sequence[bytes] = (),
         states: Mapping[str, dict] | None = None, baselines: Mapping[str, dict] | None = None,
+        time_budgets: Mapping[str, dict] | None = None,
     ) -> bool:
         """Fenced, atomic commit of a partition owner's work: ack ``entry_ids`` of the partition's stream, add
         ``alerts_json`` to the outbox and save ``states`` (camera id -> episode state) and ``baselines`` (camera
-        id -> horse baseline), all or nothing, and only while ``token`` holds the partition's lease. Returns
-        False (nothing written) when it does not."""
-        states, baselines = states or {}, baselines or {}
+        id -> horse baseline) and ``time_budgets`` (camera id -> ``TimeBudget.to_dict``), all or nothing, and only
+        while ``token`` holds the partition's lease. Returns False (nothing written) when it does not."""
+        states, baselines, time_budgets = states or {}, baselines or {}, time_budgets or {}
         args: list[object] = [token, self.outbox_maxlen, RESULTS_GROUP, len(entry_ids), *entry_ids,
                               len(alerts_json), *alerts_json, len(states)]
         for camera_id, state in states.items():
             args += [camera_id, json.dumps(state, separators=(",", ":"))]
+        args.append(len(baselines))
         for camera_id, baseline in baselines.items():
             args += [camera_id, json.dumps(baseline, separators=(",", ":"))]
+        for camera_id, budget in time_budgets.items():
+            args += [camera_id, json.dumps(budget, separators=(",", ":"))]
         keys = [self.keys.lease(partition), self.keys.results(partition), self.keys.outbox, self.keys.episodes,
-                self.keys.baselines]
+                self.keys.baselines, self.keys.time_budgets]
         return bool(self._commit_fenced(keys=keys, args=args))
 
     @_guard
@@ -1040,13 +1054,21 @@ class Transport:
     @_guard
     def load_baseline(self, camera_id: str) -> dict:
         """The camera's saved horse baseline ({} when none or unreadable)."""
-        raw = self.client.hget(self.keys.baselines, camera_id)
+        return self._load_json_field(self.keys.baselines, camera_id, "baseline")
+
+    @_guard
+    def load_time_budget(self, camera_id: str) -> dict:
+        """The camera's saved time budget ({} when none or unreadable)."""
+        return self._load_json_field(self.keys.time_budgets, camera_id, "time budget")
+
+    def _load_json_field(self, key: str, camera_id: str, what: str) -> dict:
+        raw = self.client.hget(key, camera_id)
         if not raw:
             return {}
         try:
             state = json.loads(raw)
         except ValueError:
-            logger.warning("camera %s: unreadable saved baseline, learning afresh", camera_id)
+            logger.warning("camera %s: unreadable saved %s, starting afresh", camera_id, what)
             return {}
         return state if isinstance(state, dict) else {}
 

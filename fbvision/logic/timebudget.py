@@ -268,6 +268,63 @@ class TimeBudget:
         if slot is not None:
             self._bins[slot, column] += 1
 
+    # -- persistence -----------------------------------------------------------------------------------
+    STATE_VERSION = 1
+
+    def to_dict(self) -> dict:
+        """The counters as plain JSON (never pickle): the bins still in the window (bin number after ``b0`` + the
+        seven columns, rounded to 0.1 s; ~35 KB for a full day of 1-minute bins), the bouts and a lying bout in progress. What follows the last frame is not
+        saved: a budget loaded from this continues as after a frame gap (:meth:`gap`) - the time until the next
+        frame is unknown, and a lying bout goes on if lying is confirmed again within ``bout_gap_s``."""
+        valid = np.flatnonzero(self._bin_of_slot >= 0)
+        order = valid[np.argsort(self._bin_of_slot[valid])]
+        b0 = int(self._bin_of_slot[order[0]]) if len(order) else 0
+
+        def compact(v: float) -> float | int:
+            v = round(float(v), 1)
+            return int(v) if v.is_integer() else v
+
+        rows = [[int(self._bin_of_slot[i]) - b0, *(compact(v) for v in self._bins[i])] for i in order
+                if self._bins[i].any()]
+        held = self._gap_bout
+        if self._state == LYING and self._bout_start is not None and self._last_t is not None:
+            held = Bout(self._bout_start, self._last_t, censored=self._bout_censored)
+        return {
+            "v": self.STATE_VERSION, "bin_s": self.bin_s, "n_bins": self.n_bins, "first_t": self._first_t,
+            "last_t": self._last_t if self._last_t is not None else (held.end if held else None),
+            "b0": b0, "bins": rows, "bouts": [[b.start, b.end, b.censored] for b in self._bouts],
+            "held_bout": None if held is None else [held.start, held.end, held.censored],
+        }
+
+    def load(self, state: dict) -> None:
+        """Restore :meth:`to_dict`'s counters into this (fresh) budget. ValueError when the state is of another
+        version or bin layout (then the caller starts afresh)."""
+        if state.get("v") != self.STATE_VERSION:
+            raise ValueError(f"time budget state version {state.get('v')!r}, expected {self.STATE_VERSION}")
+        if float(state["bin_s"]) != self.bin_s or int(state["n_bins"]) != self.n_bins:
+            raise ValueError(f"time budget state has bins of {state['bin_s']} s x {state['n_bins']}, "
+                             f"this config {self.bin_s} s x {self.n_bins}")
+        self._bins[:] = 0.0
+        self._bin_of_slot[:] = -1
+        b0 = int(state.get("b0", 0))
+        for row in state["bins"]:
+            b = b0 + int(row[0])
+            slot = b % self.n_bins
+            if int(self._bin_of_slot[slot]) > b:
+                continue
+            self._bin_of_slot[slot] = b
+            self._bins[slot] = np.asarray(row[1:1 + _N_COLUMNS], dtype=np.float32)
+        self._bouts.clear()
+        self._bouts.extend(Bout(float(a), float(b), bool(c)) for a, b, c in state["bouts"])
+        held = state.get("held_bout")
+        self._gap_bout = None if held is None else Bout(float(held[0]), float(held[1]), bool(held[2]))
+        first_t = state.get("first_t")
+        self._first_t = None if first_t is None else float(first_t)
+        # As after a gap: the next frame starts afresh, the posture before it is unknown.
+        self._last_t = self._state = self._run_posture = self._bout_start = None
+        self._pending = []
+        self._cached = None
+
     # -- reading ---------------------------------------------------------------------------------------
     @property
     def posture(self) -> str | None:

@@ -151,6 +151,7 @@ class LogicWorker:
         self._need_pending: set[int] = set()
         self._logics: dict[str, CameraLogic] = {}
         self._through: dict[str, tuple[int, str] | None] = {}
+        self._budget_saved: dict[str, float] = {}  # camera -> monotonic time its time budget was last saved
         self._live_workers: list[str] = []
         self._backlogged: set[int] = set()
         self._next_heartbeat = 0.0
@@ -251,7 +252,24 @@ class LogicWorker:
         while self.held and time.monotonic() < deadline:
             self._read_new(sorted(self.held), 0.0)
             if self._last_read == 0:
-                return
+                break
+        self._save_time_budgets()
+
+    def _save_time_budgets(self) -> None:
+        """Warm stop: every held camera's time budget, whatever its last save - the next owner goes on from here."""
+        if self.settings.logic.time_budget.persist_interval_s <= 0:
+            return
+        by_partition: dict[int, list[str]] = {}
+        for cam, logic in self._logics.items():
+            if logic.budget is not None:
+                by_partition.setdefault(self.transport.partition_of(cam), []).append(cam)
+        for partition, cams in sorted(by_partition.items()):
+            if partition not in self.held:
+                continue
+            try:
+                self._commit(partition, cameras=sorted(cams), force_budgets=True)
+            except (LeaseLost, TransportUnavailable):  # counted and logged by _commit; the next owner starts afresh
+                continue
 
     # -- leases ------------------------------------------------------------------------------------
     def rebalance(self) -> None:
@@ -372,6 +390,9 @@ class LogicWorker:
             self.counters.incr("alerts:rewritten", len(unsent))
             logger.warning("camera %s: re-wrote %d alert(s) saved before a crash", camera_id, len(unsent))
         baseline = self.transport.load_baseline(camera_id) if self.settings.logic.baseline.enabled else {}
+        budget_cfg = self.settings.logic.time_budget
+        budget_state = (self.transport.load_time_budget(camera_id)
+                        if budget_cfg.enabled and budget_cfg.persist_interval_s > 0 else {})
         try:
             logic = CameraLogic(
                 camera_id, self.settings.logic, self._overrides.get(camera_id), self.class_id_list(),
@@ -389,12 +410,38 @@ class LogicWorker:
             except (ValueError, KeyError, TypeError) as exc:
                 logger.error("camera %s: saved baseline unusable (%s); learning afresh", camera_id, exc)
                 self.counters.incr("baseline:unreadable")
+        if budget_state and logic.budget is not None:
+            # A horse's day so far (fbvision.logic.timebudget), as its last owner saved it: the time since is
+            # unknown time, a lying bout goes on if the horse is still lying (the gap policy).
+            try:
+                logic.budget.load(budget_state)
+                self.counters.incr("time_budget:loaded")
+            except (ValueError, KeyError, TypeError, IndexError) as exc:
+                logger.error("camera %s: saved time budget unusable (%s); the day starts afresh", camera_id, exc)
+                self.counters.incr("time_budget:unreadable")
+        self._budget_saved[camera_id] = time.monotonic()
         self._logics[camera_id] = logic
         if isinstance(through, dict) and "partition" in through and "entry_id" in through:
             self._through[camera_id] = (int(through["partition"]), str(through["entry_id"]))
         else:
             self._through[camera_id] = None
         return logic
+
+    def _budgets_due(self, cameras: list[str], force: bool = False) -> dict[str, dict]:
+        """The time budgets of ``cameras`` last saved ``persist_interval_s`` or more ago (all with ``force``),
+        to be saved with this commit."""
+        interval = self.settings.logic.time_budget.persist_interval_s
+        if interval <= 0:
+            return {}
+        now, out = time.monotonic(), {}
+        for cam in cameras:
+            logic = self._logics.get(cam)
+            if logic is None or logic.budget is None:
+                continue
+            if not force and now - self._budget_saved.get(cam, 0.0) < interval:
+                continue
+            out[cam] = logic.budget.to_dict()
+        return out
 
     def _already_done(self, camera_id: str, partition: int, entry_id: str) -> bool:
         through = self._through.get(camera_id)
@@ -408,7 +455,8 @@ class LogicWorker:
         return state
 
     def _commit(self, partition: int, *, entry_ids: list[str] | None = None, alerts_json: list[bytes] | None = None,
-                cameras: list[str] | None = None, states: dict[str, dict] | None = None) -> None:
+                cameras: list[str] | None = None, states: dict[str, dict] | None = None,
+                force_budgets: bool = False) -> None:
         """Ack ``entry_ids``, write the alerts and save the cameras' state: one fenced script, all or nothing.
         Raises LeaseLost (and drops the partition) when another worker holds the partition's lease now."""
         entry_ids, alerts_json = entry_ids or [], alerts_json or []
@@ -419,7 +467,10 @@ class LogicWorker:
         changed = [self._logics[c].baseline for c in cameras or [] if c in self._logics]
         changed = [b for b in changed if b is not None and b.changed]
         baselines = {b.camera_id: b.to_dict() for b in changed}
-        more = {"baselines": baselines} if baselines else {}
+        more: dict[str, dict] = {"baselines": baselines} if baselines else {}
+        budgets = self._budgets_due(cameras or [], force=force_budgets)
+        if budgets:
+            more["time_budgets"] = budgets
         if token is not None and self.transport.commit_results(
             partition, token, entry_ids=entry_ids, alerts_json=alerts_json, states=all_states, **more
         ):
@@ -427,6 +478,10 @@ class LogicWorker:
                 b.changed = False
             if changed:
                 self.counters.incr("baseline:saved", len(changed))
+            if budgets:
+                now = time.monotonic()
+                self._budget_saved.update(dict.fromkeys(budgets, now))
+                self.counters.incr("time_budget:saved", len(budgets))
             return
         # Paused (GC, SIGSTOP, a VM migration) or cut off past the lease: the new owner has claimed these results
         # and will judge them from the last committed state. Writing ours too would duplicate or reorder alerts.
