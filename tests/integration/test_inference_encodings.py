@@ -10,10 +10,11 @@ import time
 import cv2
 import numpy as np
 import pytest
+from test_inference import collect
 
 from fbvision.core.config import InferenceConfig, ModelConfig
 from fbvision.core.letterbox import Letterbox, letterbox
-from fbvision.core.wire import FrameMessage, decode_result, encode_frame
+from fbvision.core.wire import FrameMessage, encode_frame
 from fbvision.inference.decode import decode_yolo
 from fbvision.inference.engines.ort import OrtEngine
 from fbvision.inference.worker import InferenceWorker
@@ -32,16 +33,6 @@ def picture(w: int, h: int, seed: int) -> np.ndarray:
         cv2.rectangle(image, (x1, y1), (x1 + int(rng.integers(10, w // 2)), y1 + int(rng.integers(10, h // 2))),
                       tuple(int(c) for c in rng.integers(0, 255, 3)), -1)
     return image
-
-
-def collect(transport, n: int, timeout_s: float = 30.0) -> list:
-    results = []
-    deadline = time.monotonic() + timeout_s
-    while len(results) < n and time.monotonic() < deadline:
-        entries = transport.read_results(range(transport.result_partitions), pending=False, count=500, block_s=0.2)
-        results += [decode_result(e.payload) for e in entries]
-    assert len(results) >= n, f"got {len(results)} of {n} results in {timeout_s} s"
-    return results
 
 
 @pytest.fixture

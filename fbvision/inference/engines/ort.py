@@ -102,6 +102,22 @@ def build_providers(
     return providers
 
 
+def timed_warmup(engine: Engine, batch_sizes: Iterable[int], runs: int = 2, fill: float = 0.447) -> dict[int, float]:
+    """Run ``engine`` on a ``fill``-valued batch (0.447: letterbox grey) of each size ``runs`` times; the last
+    call's milliseconds per size. ValueError for a size outside 1..max_batch. Every engine's ``warmup``."""
+    timings: dict[int, float] = {}
+    h, w = engine.input_size
+    for b in sorted({int(b) for b in batch_sizes}):
+        if not 1 <= b <= engine.max_batch:
+            raise ValueError(f"warm-up batch size {b} outside 1..{engine.max_batch}")
+        dummy = np.full((b, 3, h, w), fill, dtype=np.float32)
+        for _ in range(runs):
+            started = time.perf_counter()
+            engine.infer(dummy)
+            timings[b] = (time.perf_counter() - started) * 1000.0
+    return timings
+
+
 class OrtEngine:
     """ONNX Runtime session over an exported YOLO model with a dynamic batch axis. From a config:
     :func:`fbvision.inference.engines.build_engine` (``model.engine: ort``).
@@ -181,16 +197,7 @@ class OrtEngine:
         return output if output.dtype == np.float32 else output.astype(np.float32)
 
     def warmup(self, batch_sizes: Iterable[int]) -> dict[int, float]:
-        timings: dict[int, float] = {}
-        h, w = self.input_size
-        for b in sorted(set(int(b) for b in batch_sizes)):
-            if not 1 <= b <= self.max_batch:
-                raise ValueError(f"warm-up batch size {b} outside 1..{self.max_batch}")
-            dummy = np.full((b, 3, h, w), 0.447, dtype=np.float32)  # letterbox grey
-            for _ in range(2):
-                started = time.perf_counter()
-                self.infer(dummy)
-                timings[b] = (time.perf_counter() - started) * 1000.0
+        timings = timed_warmup(self, batch_sizes)
         logger.info(
             "model %s warmed up on %s for batch sizes %s (ms: %s)", self.info.path.name, self.provider,
             list(timings), ", ".join(f"{b}:{ms:.1f}" for b, ms in timings.items()),

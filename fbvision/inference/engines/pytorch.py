@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from fbvision.core.modelinfo import ModelError, ModelInfo, load_model_info
+from fbvision.inference.engines.ort import timed_warmup
 
 logger = logging.getLogger(__name__)
 
@@ -512,15 +513,7 @@ class TorchEngine:
         return out.float().cpu().numpy()
 
     def warmup(self, batch_sizes: Iterable[int]) -> dict[int, float]:
-        timings: dict[int, float] = {}
-        h, w = self.input_size
-        for b in sorted({int(b) for b in batch_sizes}):
-            self._check(b)
-            dummy = np.full((b, 3, h, w), 0.447, dtype=np.float32)
-            for _ in range(2):
-                started = time.perf_counter()
-                self.infer(dummy)
-                timings[b] = (time.perf_counter() - started) * 1000.0
+        timings = timed_warmup(self, batch_sizes)
         logger.info("model %s warmed up on %s for batch sizes %s", self.info.path.name, self.provider, list(timings))
         return timings
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fbvision.core.modelinfo import ModelInfo
+from fbvision.inference.engines.ort import timed_warmup
 
 logger = logging.getLogger(__name__)
 
@@ -158,15 +159,7 @@ class SimEngine:
         return head
 
     def warmup(self, batch_sizes: Iterable[int]) -> dict[int, float]:
-        timings: dict[int, float] = {}
-        h, w = self.input_size
-        for b in sorted(set(int(b) for b in batch_sizes)):
-            if not 1 <= b <= self.max_batch:
-                raise ValueError(f"warm-up batch size {b} outside 1..{self.max_batch}")
-            started = time.perf_counter()
-            self.infer(np.zeros((b, 3, h, w), dtype=np.float32))
-            timings[b] = (time.perf_counter() - started) * 1000.0
-        return timings
+        return timed_warmup(self, batch_sizes, runs=1, fill=0.0)  # nothing to warm: one timed call per size
 
 
 def null_engine(**kwargs) -> SimEngine:
