@@ -149,7 +149,7 @@ class EvidenceKeeper:
         self.dir = Path(config.dir) if config.dir is not None else Path("runs") / "evidence"
         self.counters = counters or Counters()
         self.latency = latency or LatencyStats()
-        self.max_bytes = int(config.ring_max_mb * 1024 * 1024)
+        self.max_bytes = ring_budget_bytes(config, 1)  # per camera
         self.rings = {cam: FrameRing(self.max_bytes, config.ring_s) for cam in self.fps}
         self._pending: list[_Pending] = []
         self._lock = threading.Lock()
@@ -172,6 +172,10 @@ class EvidenceKeeper:
 
     def memory_bytes(self) -> int:
         return sum(r.nbytes for r in self.rings.values())
+
+    def budget_bytes(self) -> int:
+        """What the rings may hold at most, all cameras (:func:`ring_budget_bytes`)."""
+        return self.max_bytes * len(self.rings)
 
     # -- requests -----------------------------------------------------------------------------------------------
     def owns(self, camera_id: str) -> bool:

@@ -297,7 +297,7 @@ class CameraManager:
             "clock": self.clock.report(),
             "evidence": None if self.evidence is None else {
                 "ring_bytes": self.evidence.memory_bytes(),
-                "ring_budget_bytes": self.evidence.max_bytes * len(self.cameras),
+                "ring_budget_bytes": self.evidence.budget_bytes(),
                 "pending": self.evidence.pending(),
                 "latency_s": {k: self.latency.summary(k) for k in ("evidence_snapshot", "evidence_clip")
                               if self.latency.count(k)},
