@@ -139,12 +139,14 @@ class EvidenceKeeper:
     """The frame rings of one camera manager and the evidence writer thread.
 
     ``clock`` is the reference clock's ``now`` (capture times and decisions are on it); ``fps`` the cameras'
-    sampled rates (the clip's frame rate)."""
+    sampled rates (the ring keeps at most ``evidence.fps`` of them)."""
 
     def __init__(self, config: EvidenceConfig, fps: dict[str, float], clock: Callable[[], float],
                  counters: Counters | None = None, latency: LatencyStats | None = None):
         self.config = config
-        self.fps = dict(fps)
+        # The ring's rate per camera: the camera's own, at most evidence.fps (the clip plays at it).
+        self.fps = {cam: min(float(rate), float(config.fps)) for cam, rate in fps.items()}
+        self._next_keep: dict[str, float] = {}
         self.clock = clock
         self.dir = Path(config.dir) if config.dir is not None else Path("runs") / "evidence"
         self.counters = counters or Counters()
@@ -160,10 +162,19 @@ class EvidenceKeeper:
 
     # -- readers' side ------------------------------------------------------------------------------------------
     def keep(self, camera_id: str, frame: np.ndarray, capture_ts: float) -> None:
-        """Called by the camera's reader thread for every sampled frame (JPEG encoding frees the GIL)."""
+        """Called by the camera's reader thread for every sampled frame; keeps (JPEG-encodes: that frees the GIL)
+        at most ``evidence.fps`` of them per second."""
         ring = self.rings.get(camera_id)
         if ring is None:
             return
+        # At most evidence.fps: a frame is kept when its time is due; the due time advances by whole periods
+        # so that a 5 fps camera kept at 2 fps averages 2 fps (not every 3rd frame = 1.67), and starts afresh
+        # after a gap.
+        period = 1.0 / self.fps[camera_id]
+        due = self._next_keep.get(camera_id)
+        if due is not None and capture_ts < due - 1e-3 * period:
+            return
+        self._next_keep[camera_id] = capture_ts + period if due is None or capture_ts > due + period else due + period
         encoded = downscale_jpeg(frame, self.config.max_width, self.config.jpeg_quality)
         if encoded is None:
             self.counters.incr("evidence:encode_failed")

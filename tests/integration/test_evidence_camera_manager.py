@@ -34,7 +34,7 @@ def video(path, n=300, size=(800, 450)):
 
 def test_file_camera_evidence_through_redis(tmp_path, transport):
     source = video(tmp_path / "cam.mp4")
-    cfg = EvidenceConfig(dir=tmp_path / "evidence", clip_pre_s=2, clip_post_s=1, max_width=640)
+    cfg = EvidenceConfig(dir=tmp_path / "evidence", clip_pre_s=2, clip_post_s=1, max_width=640, fps=5.0)
     manager = CameraManager([CameraConfig(id="file-cam", source=str(source), fps=5, loop=True)], transport,
                             (160, 160), evidence=cfg, stats_interval_s=0.2)
     stop = threading.Event()

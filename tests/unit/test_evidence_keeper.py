@@ -87,9 +87,24 @@ def fill(keeper: EvidenceKeeper, t0: float, t1: float, fps: float = 5.0, camera:
         keeper.keep(camera, frame(i), t0 + i / fps)
 
 
-def test_request_gives_an_annotated_snapshot_and_an_h264_clip(tmp_path):
+def test_the_ring_keeps_at_most_evidence_fps_and_averages_it():
+    """A 5 fps camera kept at evidence.fps 2 keeps 2 frames a second on average (due times advance by whole
+    periods: not every 3rd frame, 1.67/s), a 1 fps camera keeps all of its frames; after a gap it starts afresh."""
+    keeper = EvidenceKeeper(EvidenceConfig(fps=2.0), {"fast": 5.0, "slow": 1.0}, clock=time.time)
+    fill(keeper, 0.0, 60.0, fps=5.0, camera="fast")
+    fill(keeper, 0.0, 60.0, fps=1.0, camera="slow")
+    window = keeper.config.ring_s  # the ring holds the last ring_s seconds (20 s here)
+    assert window == 20.0
+    assert len(keeper.rings["fast"]) == 2 * 20 + 1 and len(keeper.rings["slow"]) == 20 + 1
+    assert keeper.fps == {"fast": 2.0, "slow": 1.0}
+    fill(keeper, 100.0, 101.0, fps=5.0, camera="fast")  # back after 40 s: kept at 100.0, 100.6, 101.0
+    assert [round(f.ts, 1) for f in keeper.rings["fast"].window(99.0, 102.0)] == [100.0, 100.6, 101.0]
+
+
+@pytest.mark.parametrize("evidence_fps, expected_frames", [(5.0, 31), (2.0, 13)])
+def test_request_gives_an_annotated_snapshot_and_an_h264_clip(tmp_path, evidence_fps, expected_frames):
     clock = FakeClock(1000.0)
-    cfg = EvidenceConfig(dir=tmp_path, clip_pre_s=4, clip_post_s=2)
+    cfg = EvidenceConfig(dir=tmp_path, clip_pre_s=4, clip_post_s=2, fps=evidence_fps)
     keeper = EvidenceKeeper(cfg, {"cam": 5.0}, clock=clock)
     fill(keeper, 990.0, 1000.0)
     assert keeper.submit(request(1000.0))
@@ -105,7 +120,7 @@ def test_request_gives_an_annotated_snapshot_and_an_h264_clip(tmp_path):
         stream = container.streams.video[0]
         assert stream.codec_context.name == "h264"
         frames = sum(1 for _ in container.decode(stream))
-    assert frames == 31  # 4 s before + 2 s after at 5 fps, both ends included
+    assert frames == expected_frames  # 4 s before + 2 s after at the ring's rate (31 at 5 fps), both ends included
     assert keeper.counters.get("evidence:snapshots") == 1 and keeper.counters.get("evidence:clips") == 1
     assert not [k for k in keeper.counters.snapshot() if k.startswith("evidence:short:")]
     assert not list(tmp_path.glob("*.part"))
