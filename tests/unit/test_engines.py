@@ -89,6 +89,17 @@ def test_ort_is_the_default_engine(tiny_onnx):
     assert build_engine(ModelConfig(path=tiny_onnx, providers=["cpu"]), max_batch=2).max_batch == 2
 
 
+def test_ort_threads_do_not_spin_unless_asked(tiny_onnx):
+    """model.intra_op_spinning (default off): the session is created with allow_spinning 0, or 1 when asked."""
+    pytest.importorskip("onnxruntime")
+    quiet = build_engine(ModelConfig(path=tiny_onnx, providers=["cpu"], intra_op_threads=2))
+    spinning = build_engine(ModelConfig(path=tiny_onnx, providers=["cpu"], intra_op_threads=2, intra_op_spinning=True))
+    entry = "session.intra_op.allow_spinning"
+    assert quiet.session.get_session_options().get_session_config_entry(entry) == "0"
+    assert spinning.session.get_session_options().get_session_config_entry(entry) == "1"
+    assert (quiet.intra_op_spinning, spinning.intra_op_spinning) == (False, True)
+
+
 def test_ort_provider_order_is_tensorrt_cuda_cpu(tiny_onnx, monkeypatch):
     """The default config asks ONNX Runtime for TensorRT, then CUDA, then CPU (what a build lacks is skipped)."""
     ort = pytest.importorskip("onnxruntime")

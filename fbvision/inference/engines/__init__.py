@@ -54,7 +54,7 @@ def build_engine(
 
     ``max_batch`` caps the model's declared largest batch; ``model_info`` saves reading the model again.
     ``ort``: ``model.providers`` (tried in order, CPU always last), ``model.tensorrt_fp16``,
-    ``model.tensorrt_cache_dir``, ``model.intra_op_threads``. ``torch`` only: ``device`` ('cuda', 'cuda:1',
+    ``model.tensorrt_cache_dir``, ``model.intra_op_threads``, ``model.intra_op_spinning``. ``torch`` only: ``device`` ('cuda', 'cuda:1',
     'cpu'; default CUDA when torch sees one), ``half`` (FP16; default on CUDA), ``cuda_graphs``. ``sim`` / ``null``:
     ``model.sim_profile``, ``model.sim_overhead_ms``; the model file is read for its contract only (input size,
     classes, max batch), never run.
@@ -89,7 +89,8 @@ def build_engine(
         cache_dir = Path(model.tensorrt_cache_dir).expanduser().resolve()
         return OrtEngine(
             path, model.providers, tensorrt_fp16=model.tensorrt_fp16, cache_dir=cache_dir,
-            intra_op_threads=model.intra_op_threads, max_batch=max_batch, model_info=model_info,
+            intra_op_threads=model.intra_op_threads, intra_op_spinning=model.intra_op_spinning, max_batch=max_batch,
+            model_info=model_info,
         )
     if model.engine == "torch":
         _require(("torch", "onnx"), "torch")

@@ -134,6 +134,7 @@ class OrtEngine:
         tensorrt_fp16: bool = True,
         cache_dir: str | Path = ".cache/trt",
         intra_op_threads: int = 0,
+        intra_op_spinning: bool = False,
         max_batch: int | None = None,
         device_id: int = 0,
         model_info: ModelInfo | None = None,
@@ -167,6 +168,10 @@ class OrtEngine:
         options.inter_op_num_threads = 1
         if intra_op_threads:
             options.intra_op_num_threads = int(intra_op_threads)
+        # Spinning threads poll for the next operator's work instead of sleeping: on cores the other stages need,
+        # that is CPU taken from them (model.intra_op_spinning).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if intra_op_spinning else "0")
+        self.intra_op_spinning = bool(intra_op_spinning)
         options.log_severity_level = 3  # ORT's own chatter: errors only
 
         started = time.perf_counter()
