@@ -133,6 +133,11 @@ class ModelConfig(Strict):
         Path(".cache/trt"), description="TensorRT engine and timing cache directory (kept across runs); relative to the working directory."
     )
     intra_op_threads: int = Field(0, ge=0, le=256, description="ORT CPU threads; 0 = ORT's default (all cores).")
+    intra_op_spinning: bool = Field(
+        False, description="Let ONNX Runtime's CPU threads spin-wait between operators. Off: the stages share the "
+        "cores, and spinning threads burn them (2.5x CPU per frame measured with 2 threads under load; "
+        "docs/benchmarks.md). On: a host that runs the model alone.",
+    )
 
     def resolved_path(self) -> Path:
         return resolve_data_path(self.path)
@@ -155,6 +160,11 @@ class InferenceConfig(Strict):
     autotune_margin: float = Field(
         0.10, ge=0, le=10, description="Auto-tune leaves batch 1 only for a batch size that beat batch 1 by at least "
         "this share in 3 of 4 paired, interleaved measurements (lower quartile of its ratio >= 1 + margin).",
+    )
+    autotune_cache: Path | None = Field(
+        None, description="Keep the auto-tune's result in this JSON file (relative: to the working directory) and "
+        "reuse it on the next start with the same model, engine settings and machine, up to 7 days, instead of "
+        "measuring again while the other stages start; null = measure at every start.",
     )
     decode_threads: int = Field(4, ge=1, le=64, description="Threads decoding JPEGs in parallel (OpenCV frees the GIL).")
     pipeline: bool = Field(
@@ -266,6 +276,12 @@ class EvidenceConfig(Strict):
         description="What the alert's evidence URLs start with (the embedded backend serves /evidence/<file>).",
     )
     max_width: int = Field(1280, ge=160, le=7680, description="Frames kept are downscaled to at most this width.")
+    fps: float = Field(
+        2.0, gt=0, le=60,
+        description="Frames per second kept per camera for the snapshot and clip (at most the camera's own rate): "
+        "every kept frame is one JPEG encode on the camera's reader thread, so this bounds the ring's CPU as "
+        "ring_max_mb bounds its memory.",
+    )
     jpeg_quality: int = Field(80, ge=10, le=100, description="JPEG quality of the frames kept and of the snapshot.")
     clip_pre_s: float = Field(10.0, ge=0, le=120, description="Seconds of clip before the decision.")
     clip_post_s: float = Field(5.0, ge=0, le=120, description="Seconds of clip after the decision.")

@@ -162,6 +162,72 @@ class AutotuneResult:
     seconds: float  # time the measurement took
     rounds: int = 0  # interleaved rounds measured
     margin: float | None = None  # the confidence margin a batch size > 1 had to clear (None: no margin, old rule)
+    measured_at: float | None = None  # wall time of the measurement when it came from an AutotuneCache, else None
+
+
+class AutotuneCache:
+    """The auto-tune's result kept per machine, model and engine settings in one JSON file, so that the next start
+    on the same machine reuses it instead of measuring again (``inference.autotune_cache``).
+
+    The measurement runs every batch size at full speed for seconds at start-up; on a small CPU that starves the
+    cameras and the logic just started beside it, and the frames they queue meanwhile go stale. The key names what
+    makes a measurement valid elsewhere: the model file's digest, the provider, the ONNX Runtime version, the CPU
+    model, the usable cores, the engine's thread settings, the candidate sizes and the margin; an entry older than
+    ``max_age_s`` is measured again. A damaged file is ignored (and replaced at the next save), never fatal.
+    """
+
+    def __init__(self, path, max_age_s: float = 7 * 86400.0, now: Callable[[], float] = time.time):
+        from pathlib import Path
+
+        self.path = Path(path).expanduser()
+        self.max_age_s = float(max_age_s)
+        self.now = now
+
+    @staticmethod
+    def key(**parts) -> str:
+        import hashlib
+        import json
+
+        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+    def _read(self) -> dict:
+        import json
+
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def load(self, key: str) -> AutotuneResult | None:
+        entry = self._read().get(key)
+        try:
+            measured_at = float(entry["measured_at"])
+            if self.now() - measured_at > self.max_age_s:
+                return None
+            return AutotuneResult(batch=int(entry["batch"]), max_wait_ms=float(entry["max_wait_ms"]),
+                                  table=list(entry["table"]), seconds=float(entry["seconds"]),
+                                  rounds=int(entry["rounds"]),
+                                  margin=None if entry.get("margin") is None else float(entry["margin"]),
+                                  measured_at=measured_at)
+        except (TypeError, KeyError, ValueError):
+            return None
+
+    def save(self, key: str, result: AutotuneResult) -> None:
+        import json
+        import os
+
+        data = self._read()
+        data[key] = {"batch": result.batch, "max_wait_ms": result.max_wait_ms, "table": result.table,
+                     "seconds": result.seconds, "rounds": result.rounds, "margin": result.margin,
+                     "measured_at": self.now()}
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(data, indent=1))
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            logger.warning("auto-tune result not cached in %s: %s", self.path, exc)
 
 
 def candidate_batch_sizes(max_batch: int) -> list[int]:

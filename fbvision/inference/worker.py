@@ -48,6 +48,7 @@ from fbvision.core.tensor import to_tensor
 from fbvision.core.transport import Transport, TransportUnavailable, message_id, new_token
 from fbvision.core.wire import FrameMessage, ResultMessage, Timeline, WireError, encode_result
 from fbvision.inference.batcher import (
+    AutotuneCache,
     AutotuneResult,
     Batch,
     Batcher,
@@ -72,6 +73,18 @@ def _usable_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+def _cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8", errors="replace"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown"
 
 
 @dataclass
@@ -189,11 +202,23 @@ class InferenceWorker:
         if self._prepared:
             return
         if self.config.autotune and self.batcher.max_batch > 1:
-            self.engine.warmup([1])
-            result = autotune(
-                self.engine, candidate_batch_sizes(self.batcher.max_batch), max_wait_ms=self.config.max_wait_ms,
-                budget_s=self.autotune_budget_s, margin=self.config.autotune_margin,
-            )
+            sizes = candidate_batch_sizes(self.batcher.max_batch)
+            cache = key = None
+            if self.config.autotune_cache is not None:
+                cache = AutotuneCache(self.config.autotune_cache)
+                key = self._autotune_key(sizes)
+            result = cache.load(key) if cache is not None else None
+            if result is not None:
+                logger.info("inference %s: auto-tune result reused from %s (measured %s on this machine)",
+                            self.name, cache.path, time.strftime("%Y-%m-%d %H:%M", time.localtime(result.measured_at)))
+            else:
+                self.engine.warmup([1])
+                result = autotune(
+                    self.engine, sizes, max_wait_ms=self.config.max_wait_ms,
+                    budget_s=self.autotune_budget_s, margin=self.config.autotune_margin,
+                )
+                if cache is not None:
+                    cache.save(key, result)
             self.autotune_result = result
             self.batcher.max_batch = result.batch
             self.batcher.max_wait_ms = result.max_wait_ms
@@ -205,6 +230,25 @@ class InferenceWorker:
             self.batcher.max_age_ms, self.config.class_names,
         )
         self._prepared = True
+
+    def _autotune_key(self, sizes: list[int]) -> str:
+        """What makes an auto-tune measurement valid for this start (:class:`AutotuneCache`)."""
+        import hashlib
+        import platform
+
+        import onnxruntime
+
+        model = self.model_config
+        try:
+            digest = hashlib.sha256(model.resolved_path().read_bytes()).hexdigest()
+        except OSError:
+            digest = str(model.resolved_path())
+        return AutotuneCache.key(
+            model=digest, engine=model.engine, provider=self.engine.provider, ort=onnxruntime.__version__,
+            cpu=_cpu_model(), machine=platform.machine(), cores=_usable_cores(), threads=model.intra_op_threads,
+            spinning=model.intra_op_spinning, sizes=sizes, margin=self.config.autotune_margin,
+            max_wait_ms=self.config.max_wait_ms,
+        )
 
     # -- the worker shape ---------------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -324,6 +368,8 @@ class InferenceWorker:
             "autotune_info": {
                 "batch": self.autotune_result.batch, "rounds": self.autotune_result.rounds,
                 "margin": self.autotune_result.margin, "seconds": round(self.autotune_result.seconds, 2),
+                "measured_at": self.autotune_result.measured_at,  # set when reused from inference.autotune_cache
+                "cache": str(self.config.autotune_cache) if self.config.autotune_cache is not None else None,
             } if self.autotune_result else None,
             "clock": self.clock.report(),
             "at": time.time(),

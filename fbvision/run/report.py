@@ -236,6 +236,7 @@ def build_report(run: PipelineRun, ended_at: float) -> dict:
         },
         "onnxruntime": onnxruntime_build(),
         "intra_op_threads": run.settings.model.intra_op_threads,
+        "intra_op_spinning": run.settings.model.intra_op_spinning,
         "autotune": snap_inf.get("autotune"),
         "autotune_info": snap_inf.get("autotune_info"),  # rounds, margin, seconds of the measurement
         # What the worker runs with after auto-tune (the configured inference.max_batch when it was off).
@@ -321,7 +322,8 @@ def render_markdown(r: dict) -> str:
         f"- machine: {m['cpu']} × {m['cores']} cores, {m['os']}, Python {m['python']}",
         f"- CPU flags: {' '.join(m.get('cpu_flags') or []) or '-'}; usable CPUs {m.get('usable_cpus')}, "
         f"cgroup quota {m.get('cpu_quota') or 'none'}, OMP_NUM_THREADS {m.get('omp_num_threads') or 'unset'}, "
-        f"model.intra_op_threads {r.get('intra_op_threads', '-')} (0 = ONNX Runtime's default)",
+        f"model.intra_op_threads {r.get('intra_op_threads', '-')} (0 = ONNX Runtime's default), "
+        f"spinning {'on' if r.get('intra_op_spinning') else 'off'}",
         f"- model: `{r['config']['model']['path']}` on **{r['provider']}**; Redis {r['redis']}"
         + (f" (frames: {r['frames_redis']})" if r.get("frames_redis") else ""),
         f"- ONNX Runtime {(r.get('onnxruntime') or {}).get('version')} ({(r.get('onnxruntime') or {}).get('device')} "
@@ -434,7 +436,10 @@ def autotune_lines(r: dict) -> list[str]:
         lines += [f"Median of {info.get('rounds')} interleaved rounds ({info.get('seconds')} s); a batch size > 1 "
                   + ("needs no margin" if margin is None else
                      f"must beat batch 1 by {margin:.0%} in 3 of 4 paired measurements (lower quartile of "
-                     "its ratio, column p25)") + ".", ""]
+                     "its ratio, column p25)") + "."
+                  + (f" Reused from `{info.get('cache')}` (measured {time.strftime('%Y-%m-%d %H:%M', time.localtime(info['measured_at']))} on this machine, same "
+                     "model and engine settings): not measured again at this start." if info.get("measured_at")
+                     else ""), ""]
     lines += ["| batch | frames/s | ms/batch | vs batch 1 | p25 vs b1 | pairs won | eligible | chosen |",
               "|---|---|---|---|---|---|---|---|"]
     for row in r["autotune"]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import threading
 import time
@@ -324,6 +325,37 @@ def test_autotune_on_the_real_model_never_picks_a_slower_batch(make_worker, tran
     assert worker.batcher.max_wait_ms <= 10.0
     if chosen == 1:
         assert worker.batcher.max_wait_ms == 0.0
+
+
+def test_autotune_cache_measures_once_per_machine_and_model_then_reuses_it(make_worker, tmp_path):
+    """inference.autotune_cache: the first start measures and writes the file; the next start with the same model,
+    engine settings and machine reuses the result (no measurement: measured_at set, same table and choice); a
+    different setting (the margin) is another key and is measured; a damaged file is measured over, not fatal."""
+    cache = tmp_path / "autotune.json"
+    first = make_worker(autotune=True, max_batch=4, max_wait_ms=10.0, autotune_cache=cache)
+    first.autotune_budget_s = 0.3
+    first.prepare()
+    assert first.autotune_result.measured_at is None and cache.is_file()
+    entries = json.loads(cache.read_text())
+    assert len(entries) == 1
+
+    again = make_worker(autotune=True, max_batch=4, max_wait_ms=10.0, autotune_cache=cache)
+    again.prepare()
+    assert again.autotune_result.measured_at is not None
+    assert again.autotune_result.table == first.autotune_result.table
+    assert again.batcher.max_batch == first.batcher.max_batch
+    assert again.stats()["autotune_info"]["cache"] == str(cache)
+
+    other = make_worker(autotune=True, max_batch=4, max_wait_ms=10.0, autotune_cache=cache, autotune_margin=0.5)
+    other.autotune_budget_s = 0.3
+    other.prepare()
+    assert other.autotune_result.measured_at is None and len(json.loads(cache.read_text())) == 2
+
+    cache.write_text("{not json")
+    damaged = make_worker(autotune=True, max_batch=4, max_wait_ms=10.0, autotune_cache=cache)
+    damaged.autotune_budget_s = 0.3
+    damaged.prepare()
+    assert damaged.autotune_result.measured_at is None and len(json.loads(cache.read_text())) == 1
 
 
 # -- construction errors and the engine ------------------------------------------------------------------------------
