@@ -323,14 +323,7 @@ def cdf_points(values_s, n: int = 101) -> list[float]:
 
 def cpu_seconds(targets) -> float:
     """User + system CPU seconds of processes or threads: ``targets`` = [(pid, tid)], pid None = this process,
-    tid a native thread id (``/proc/<pid>/task/<tid>/stat``) or None for the whole process. Gone ones count 0."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for pid, tid in targets:
-        base = f"/proc/{pid or 'self'}" + (f"/task/{tid}" if tid else "")
-        try:
-            fields = Path(f"{base}/stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime (fields 14, 15 of stat)
-    return total
+    tid a native thread id or None for the whole process. Gone ones count 0 (:func:`fbvision.core.procutil.cpu_seconds`)."""
+    from fbvision.core.procutil import cpu_seconds as one
+
+    return sum(one(pid, tid=tid) for pid, tid in targets)

@@ -208,6 +208,23 @@ def time_budget_lines(budgets: dict | None) -> list[str]:
     return [*lines, ""]
 
 
+def steady_figures(start, end) -> dict:
+    """The steady window's figures (``PipelineRun.steady_from`` / ``steady_to``: (time, judged, CPU s per stage)):
+    judged frames/s from the first judged frame to the end of the duration (start-up left out), CPU seconds per
+    stage process (children included) in it, and CPU milliseconds per judged frame per stage with their sum."""
+    if start is None or end is None or end[0] <= start[0]:
+        return {"steady": None, "cpu_s": {}, "cpu_ms_per_frame": {}}
+    seconds, frames = end[0] - start[0], end[1] - start[1]
+    cpu = {name: round(max(0.0, end[2].get(name, 0.0) - start[2].get(name, 0.0)), 3) for name in sorted(end[2])}
+    per_frame = {}
+    if frames > 0:
+        per_frame = {name: round(1000.0 * s / frames, 2) for name, s in cpu.items()}
+        per_frame["all"] = round(sum(1000.0 * s / frames for s in cpu.values()), 2)
+    return {"steady": {"seconds": round(seconds, 2), "judged": frames, "judged_per_s": round(frames / seconds, 2),
+                       "cpu_cores": round(sum(cpu.values()) / seconds, 2)},
+            "cpu_s": cpu, "cpu_ms_per_frame": per_frame}
+
+
 def build_report(run: PipelineRun, ended_at: float) -> dict:
     state = collect(run)
     alerts = read_alerts(run)
@@ -231,7 +248,7 @@ def build_report(run: PipelineRun, ended_at: float) -> dict:
         "engine_busy_fraction": {
             # per worker, over its last counter flush; "all": time inside infer / wall time, whole run, all workers
             **engine_busy(state),
-            "all": round(float(inf["time_ms:engine_busy"]) / float(inf["time_ms:wall"]), 4)
+            "all": round(float(inf.get("time_ms:engine_busy", 0)) / float(inf["time_ms:wall"]), 4)
             if inf.get("time_ms:wall") else None,
         },
         "onnxruntime": onnxruntime_build(),
@@ -260,6 +277,8 @@ def build_report(run: PipelineRun, ended_at: float) -> dict:
         if getattr(run, "run_log", None) else {},
         "run_log": "run.log",
         "drops": drops(state),
+        # CPU seconds per stage process (children included) over the run, and per judged frame
+        **steady_figures(run.steady_from, run.steady_to),
         "alerts": [{k: a.get(k) for k in ("camera_id", "rule", "severity", "state", "track_id", "started_at",
                                            "updated_at", "resolved_at", "idempotency_key", "episode_key")}
                    for a in alerts],
@@ -347,6 +366,11 @@ def render_markdown(r: dict) -> str:
         "- pushed per camera: " + ", ".join(f"{k}: {v}" for k, v in sorted(r["frames"]["pushed_per_camera"].items())),
         "- batch sizes: " + (", ".join(f"{b}: {n}" for b, n in sorted(r["batch_sizes"].items())) or "-"),
         "- drops: " + (", ".join(f"{k}: {v}" for k, v in sorted(r["drops"].items())) or "none"),
+        "- steady (first judged frame to the end of the duration): "
+        + (f"{r['steady']['judged_per_s']} judged frames/s over {r['steady']['seconds']} s, "
+           f"{r['steady']['cpu_cores']} CPU cores busy; CPU ms per judged frame: "
+           + ", ".join(f"{k} {v}" for k, v in (r.get("cpu_ms_per_frame") or {}).items())
+           if r.get("steady") else "-"),
         "",
         *_camera_lines(r.get("camera_runs")),
         "## Latency (ms, last 4096 results)",

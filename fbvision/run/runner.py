@@ -13,6 +13,7 @@ from pathlib import Path
 import requests
 
 from fbvision.core.config import Settings
+from fbvision.core.procutil import cpu_seconds
 from fbvision.core.redact import redact_url
 from fbvision.core.transport import Transport, TransportUnavailable
 from fbvision.run.logs import RunLog
@@ -67,6 +68,11 @@ class PipelineRun:
         self.started_at = 0.0
         self._signals = 0
         self.exit_reason = "duration"
+        # The steady window: from the first judged frame (start-up - imports, model load, warm-up - left out)
+        # to the end of the run's duration, before the stop drains the queues: (time, frames judged, CPU seconds
+        # per stage) at both ends. The report's steady frames/s and CPU ms per frame come from it.
+        self.steady_from: tuple[float, int, dict[str, float]] | None = None
+        self.steady_to: tuple[float, int, dict[str, float]] | None = None
         # run.log (always) and the dashboard's log pane, for the stages' records and the runner's.
         self.run_log = RunLog(self.run_dir, log_level)
         self.stop_status = ""  # what the warm stop is doing now (the dashboard shows it)
@@ -151,6 +157,16 @@ class PipelineRun:
         restarted = self.supervisor.poll()
         for name in restarted:
             logger.error("stage %s crashed and was restarted", name)
+
+    def _steady_mark(self) -> tuple[float, int, dict[str, float]] | None:
+        try:
+            judged = int(self.transport.stats("logic").get("results", 0))
+        except (TransportUnavailable, ValueError, TypeError):
+            return None
+        cpu = self.supervisor.cpu_seconds()
+        if self.redis is not None and self.redis.proc is not None:
+            cpu["redis"] = round(cpu_seconds(self.redis.proc.pid), 3)
+        return time.time(), judged, cpu
 
     def progress(self, text: str) -> None:
         """One step of the stop: into the log, the dashboard's status line, and a dashboard refresh."""
@@ -239,7 +255,13 @@ class PipelineRun:
                         logger.critical("%s", exc)
                         break
                     dash.update()
+                    if self.steady_from is None:
+                        mark = self._steady_mark()
+                        if mark is not None and mark[1] > 0:
+                            self.steady_from = mark
                     time.sleep(0.5)
+                if self.steady_from is not None:
+                    self.steady_to = self._steady_mark()
                 self.warm_stop()
             ended = time.time()
             report = build_report(self, ended)

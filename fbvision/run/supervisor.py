@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fbvision.core.procutil import die_with_parent
+from fbvision.core.procutil import cpu_seconds, die_with_parent
 from fbvision.run.logs import setup_stage_logging
 
 logger = logging.getLogger(__name__)
@@ -128,6 +128,12 @@ class Supervisor:
             self.running[name] = self._spawn(run.spec, run.restarts)
             restarted.append(name)
         return restarted
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds (user + system) each running stage has used so far, its child processes included (the
+        camera stage's camera-manager processes); a stage restarted counts from its last start."""
+        return {n: round(cpu_seconds(r.process.pid, descendants=True), 3) for n, r in self.running.items()
+                if r.process.pid}
 
     def pids(self) -> dict[str, int]:
         return {n: r.process.pid for n, r in self.running.items() if r.process.pid}
