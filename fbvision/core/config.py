@@ -133,6 +133,11 @@ class ModelConfig(Strict):
         Path(".cache/trt"), description="TensorRT engine and timing cache directory (kept across runs); relative to the working directory."
     )
     intra_op_threads: int = Field(0, ge=0, le=256, description="ORT CPU threads; 0 = ORT's default (all cores).")
+    precision: Literal["fp32", "int8", "auto"] = Field(
+        "fp32", description="fp32 = model.path; int8 = its INT8 variant (<stem>.int8.onnx, python -m "
+        "fbvision.export.quantize; refused unless it passed its mAP50 check); auto = the INT8 variant on a CPU when "
+        "it passed and measures faster here at start, else FP32 (docs/inference.md).",
+    )
     intra_op_spinning: bool = Field(
         False, description="Let ONNX Runtime's CPU threads spin-wait between operators. Off: the stages share the "
         "cores, and spinning threads burn them (2.5x CPU per frame measured with 2 threads under load; "

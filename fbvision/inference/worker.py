@@ -35,6 +35,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -58,6 +59,7 @@ from fbvision.inference.batcher import (
 )
 from fbvision.inference.decode import FrameRefused, decode_image, decode_yolo
 from fbvision.inference.engines import Engine, build_engine
+from fbvision.inference.engines.variants import Choice, choose
 
 logger = logging.getLogger(__name__)
 
@@ -138,8 +140,17 @@ class InferenceWorker:
         self.autotune_budget_s = autotune_budget_s
         self.ready = threading.Event()  # set once warmed up and taking traffic
 
+        self.model_choice: Choice | None = None
         if engine is None:
             engine = build_engine(self.model_config)  # model.engine: ort (default) or torch
+            if self.model_config.precision != "fp32":  # FP32 or its INT8 variant (engines/variants.py)
+                fp32 = self.model_config.model_copy(update={"precision": "fp32"})
+                self.model_choice = choose(self.model_config, engine.provider,
+                                           lambda path: build_engine(fp32.model_copy(update={"path": path})))
+                logger.info("inference: model precision %s (%s)", self.model_choice.precision,
+                            self.model_choice.reason)
+                if self.model_choice.precision != "fp32":
+                    engine = build_engine(fp32.model_copy(update={"path": Path(self.model_choice.path)}))
         self.engine = engine
         self.input_h, self.input_w = (int(v) for v in engine.input_size)
         self.class_ids = self._class_ids(self.config.class_names)
@@ -364,6 +375,7 @@ class InferenceWorker:
             "counters": totals,
             "batch_sizes": {int(k.split(":")[1]): v for k, v in totals.items() if k.startswith("batch_size:")},
             "autotune": self.autotune_result.table if self.autotune_result else None,
+            "model_precision": self.model_choice.to_dict() if self.model_choice else None,
             # How the table was measured: interleaved rounds, and the confidence margin a batch > 1 had to clear.
             "autotune_info": {
                 "batch": self.autotune_result.batch, "rounds": self.autotune_result.rounds,

@@ -243,6 +243,8 @@ def build_report(run: PipelineRun, ended_at: float) -> dict:
         # The ephemeral frames Redis when the two roles are split (redis.frames_url), else None: one server.
         "frames_redis": redact_url(run.settings.redis.frames_url) if run.settings.redis.frames_url else None,
         "provider": snap_inf.get("provider"),
+        # FP32 or the INT8 variant (model.precision), and why (fbvision.inference.engines.variants.Choice)
+        "model_precision": snap_inf.get("model_precision"),
         # True when the engine is the SIMULATED accelerator or the null engine (model.engine: sim / null).
         "engine_simulated": bool(snap_inf.get("engine_simulated")),
         "engine_busy_fraction": {
@@ -345,6 +347,8 @@ def render_markdown(r: dict) -> str:
         f"spinning {'on' if r.get('intra_op_spinning') else 'off'}",
         f"- model: `{r['config']['model']['path']}` on **{r['provider']}**; Redis {r['redis']}"
         + (f" (frames: {r['frames_redis']})" if r.get("frames_redis") else ""),
+        "- model precision: " + (f"**{r['model_precision']['precision']}** ({r['model_precision']['reason']})"
+                                  if r.get("model_precision") else "fp32 (model.precision: fp32)"),
         f"- ONNX Runtime {(r.get('onnxruntime') or {}).get('version')} ({(r.get('onnxruntime') or {}).get('device')} "
         f"build), providers available: {', '.join((r.get('onnxruntime') or {}).get('available_providers') or []) or '-'}",
         f"- batch size: **{(r.get('batch') or {}).get('chosen')}** (configured max {(r.get('batch') or {}).get('configured')}, "
