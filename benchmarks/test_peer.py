@@ -14,7 +14,9 @@ All rows in one run, on the demo model (horse YOLO11n 320, FP32 ONNX) and the sa
 ``test_peer_ratios`` (last) prints the ratios side by side and writes ``peer.md`` and ``peer.json`` into the
 results folder. A plain ``pytest benchmarks`` is the smoke pass (a 40-frame video, one fbvision row of 2 cameras
 for a few seconds); ``make bench`` the full one. Nothing here asserts a timing.
-``FBV_BENCH_PEER_CAMERAS`` (e.g. ``4,8,12,16,24``) picks the fbvision rows, ``FBV_BENCH_PEER_S`` their seconds.
+``FBV_BENCH_PEER_ROWS`` (e.g. ``fp32:4,fp32:8,auto:8``: model.precision and cameras) picks the fbvision rows,
+``FBV_BENCH_PEER_S`` their seconds. ``auto`` is the demo's precision: the INT8 variant where it passed its check
+and is faster on this machine (docs/inference.md), else FP32; the row records which ran.
 """
 
 from __future__ import annotations
@@ -39,11 +41,14 @@ FPS = 5.0
 _ROWS: dict[str, dict] = {}
 
 
-def _cameras() -> list[int]:
-    chosen = os.environ.get("FBV_BENCH_PEER_CAMERAS", "").strip()
+def _rows() -> list[tuple[str, int]]:
+    """(model.precision, cameras) of the fbvision rows: FBV_BENCH_PEER_ROWS (e.g. ``fp32:4,fp32:8,auto:12``)."""
+    chosen = os.environ.get("FBV_BENCH_PEER_ROWS", "").strip()
     if chosen:
-        return [int(n) for n in chosen.split(",") if n.strip()]
-    return [2] if common.quick_mode() else [4, 8, 12, 16, 24]
+        return [(r.split(":")[0], int(r.split(":")[1])) for r in chosen.split(",") if r.strip()]
+    if common.quick_mode():
+        return [("auto", 2)]
+    return [(p, n) for p in ("fp32", "auto") for n in (4, 6, 8, 12)]
 
 
 def _seconds() -> float:
@@ -154,24 +159,25 @@ def test_ultralytics_predict(benchmark, batch, peer_video):
 # -- fbvision run ------------------------------------------------------------------------------------------------
 
 
-def _config(tmp: Path, video: Path, cameras: int) -> Path:
+def _config(tmp: Path, video: Path, cameras: int, precision: str) -> Path:
     from fbvision.core.config import load_settings
 
     demo = yaml.safe_load((common.REPO_ROOT / "fbvision" / "data" / "demo.yaml").read_text())
     demo["model"]["path"] = str(common.DEMO_MODEL)
+    demo["model"]["precision"] = precision
     demo["cameras"] = [{"id": f"file-{i:02d}", "source": str(video), "fps": FPS, "loop": True}
                        for i in range(cameras)]
     demo["inference"]["autotune_cache"] = str(common.REPO_ROOT / ".cache" / "fbvision" / "autotune.json")
     demo["runner"]["dashboard"] = False
-    path = tmp / f"peer-{cameras}.yaml"
+    path = tmp / f"peer-{precision}-{cameras}.yaml"
     path.write_text(yaml.safe_dump(demo, sort_keys=False))
     load_settings(path)  # a config error shows here, not as a failed run
     return path
 
 
-@pytest.mark.parametrize("cameras", _cameras())
-def test_fbvision_run(benchmark, cameras, peer_video, tmp_path):
-    config = _config(tmp_path, peer_video, cameras)
+@pytest.mark.parametrize("precision, cameras", _rows())
+def test_fbvision_run(benchmark, precision, cameras, peer_video, tmp_path):
+    config = _config(tmp_path, peer_video, cameras, precision)
     run_dir = tmp_path / "run"
     seconds = _seconds()
 
@@ -189,7 +195,9 @@ def test_fbvision_run(benchmark, cameras, peer_video, tmp_path):
     judged = int(steady.get("judged") or 0)
     drops = report.get("drops") or {}
     e2e = (report.get("latency_ms") or {}).get("end_to_end") or {}
-    row = {"what": f"fbvision run, {cameras} file cameras x {FPS:g} fps", "cameras": cameras,
+    ran = (report.get("model_precision") or {}).get("precision", "fp32")
+    row = {"what": f"fbvision run, {cameras} file cameras x {FPS:g} fps, model.precision {precision} (ran {ran})",
+           "cameras": cameras, "precision": ran,
            "offered_per_s": cameras * FPS, "frames_per_s": steady.get("judged_per_s", 0.0),
            "steady_s": steady.get("seconds"), "cpu_cores": steady.get("cpu_cores"),
            "judged": judged, "stale": int(drops.get("inference:stale", 0)),
@@ -197,7 +205,7 @@ def test_fbvision_run(benchmark, cameras, peer_video, tmp_path):
            "e2e_p95_ms": e2e.get("p95"), "batch": (report.get("batch") or {}).get("chosen"),
            "cpu_ms_per_frame": report.get("cpu_ms_per_frame")}
     assert judged > 0, "no frame was judged in the steady window"
-    _ROWS[f"fbvision:{cameras}"] = row
+    _ROWS[f"fbvision:{precision}:{cameras}"] = row
     benchmark.extra_info.update(kind="peer", **row)
 
 
@@ -206,15 +214,20 @@ def test_fbvision_run(benchmark, cameras, peer_video, tmp_path):
 
 def ratios(rows: dict[str, dict]) -> dict:
     """The peer table's ratios: fbvision's best judged frames/s over Ultralytics' best batch and over the model
-    alone's best setting; the knee is the smallest N whose judged/s is within 5% of the best."""
+    alone's best setting, per precision that ran; the knee is the smallest N within 5% of that precision's best."""
     ultra = max((r["frames_per_s"] for k, r in rows.items() if k.startswith("ultralytics:")), default=None)
     alone = max((r["frames_per_s"] for k, r in rows.items() if k.startswith("ort:")), default=None)
-    fbv = {r["cameras"]: r["frames_per_s"] for k, r in rows.items() if k.startswith("fbvision:")}
-    best = max(fbv.values(), default=None)
-    knee = min((n for n, v in fbv.items() if best and v >= 0.95 * best), default=None)
-    return {"ultralytics_best": ultra, "model_alone_best": alone, "fbvision_best": best, "knee_cameras": knee,
-            "fbvision_vs_ultralytics": round(best / ultra, 2) if best and ultra else None,
-            "fbvision_vs_model_alone": round(best / alone, 2) if best and alone else None}
+    out = {"ultralytics_best": ultra, "model_alone_best": alone}
+    for precision in ("fp32", "int8"):
+        fbv = {r["cameras"]: r["frames_per_s"] for k, r in rows.items()
+               if k.startswith("fbvision:") and r["precision"] == precision}
+        best = max(fbv.values(), default=None)
+        out[f"fbvision_{precision}_best"] = best
+        out[f"fbvision_{precision}_knee_cameras"] = min((n for n, v in fbv.items() if best and v >= 0.95 * best),
+                                                        default=None)
+        out[f"fbvision_{precision}_vs_ultralytics"] = round(best / ultra, 2) if best and ultra else None
+        out[f"fbvision_{precision}_vs_model_alone"] = round(best / alone, 2) if best and alone else None
+    return out
 
 
 def test_peer_ratios():
@@ -238,4 +251,4 @@ def test_peer_ratios():
     (out / "peer.md").write_text("\n".join(lines) + "\n")
     (out / "peer.json").write_text(json.dumps({"rows": _ROWS, "ratios": summary, "machine": machine}, indent=1))
     print("\n" + "\n".join(lines))
-    assert all(np.isfinite(v) for v in (summary["fbvision_best"] or 0.0, summary["ultralytics_best"] or 0.0))
+    assert all(np.isfinite(v) for v in summary.values() if isinstance(v, float))
