@@ -250,10 +250,11 @@ class InferenceWorker:
         import onnxruntime
 
         model = self.model_config
+        path = Path(self.model_choice.path) if self.model_choice else model.resolved_path()  # the file that runs
         try:
-            digest = hashlib.sha256(model.resolved_path().read_bytes()).hexdigest()
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
         except OSError:
-            digest = str(model.resolved_path())
+            digest = str(path)
         return AutotuneCache.key(
             model=digest, engine=model.engine, provider=self.engine.provider, ort=onnxruntime.__version__,
             cpu=_cpu_model(), machine=platform.machine(), cores=_usable_cores(), threads=model.intra_op_threads,
