@@ -25,8 +25,8 @@ backend. An entry is acknowledged only after the backend accepted it, so:
   drops. And a backend that fails on *every* alert is an outage too: once one entry was dead-lettered on its
   budget, the next ones are not until some alert has been accepted again (at most one per such period).
 
-Delivered entries are acknowledged AND deleted (``Transport.ack_alerts``: XACK + XDEL in one MULTI), so the
-outbox holds only what is not delivered yet; every XADD also carries ``MAXLEN ~ alerts.outbox_maxlen``.
+Delivered entries are acknowledged AND deleted (``Transport.ack_alerts``: XACK, then XDEL / XTRIM MINID of what no
+sink's consumer group still needs, one script), so the outbox holds only what is not delivered yet; every XADD also carries ``MAXLEN ~ alerts.outbox_maxlen``.
 With ``alerts.backend_token`` set every POST carries ``Authorization: Bearer <token>``.
 
 Consumers: start with this consumer's own pending entries (what its previous incarnation left - keep the
