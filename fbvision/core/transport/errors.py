@@ -31,6 +31,8 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from fbvision.core.transport.keys import OPERATION_KEYS
+
 
 class TransportUnavailable(RuntimeError):
     """Redis could not be reached after the retries, or refused the command for a passing reason (out of memory,
@@ -53,11 +55,15 @@ class TransportPermissionError(TransportError):
     ACL rule, :mod:`fbvision.core.transport.acl`), or a stage doing what its role must not. Names the user (the
     role), the transport method, and the key or command Redis refused."""
 
-    def __init__(self, message: str, *, user: str | None, operation: str, refused: str | None):
+    def __init__(self, message: str, *, user: str | None, operation: str, refused: str | None,
+                 keys: tuple[str, ...] = ()):
         super().__init__(message)
         self.user = user
         self.operation = operation
+        #: What Redis named: ``command 'xadd'``, or (Redis >= 7.2) ``key 'alerts:outbox'``; None when it named neither.
         self.refused = refused
+        #: The keys the operation touches (namespaced), from :data:`fbvision.core.transport.keys.OPERATION_KEYS`.
+        self.keys = keys
 
 
 #: Why Redis is "unavailable": not reached (``unreachable``, ``timeout``), or an error reply that means "not now"
@@ -112,13 +118,15 @@ def is_noperm(exc: BaseException) -> bool:
     return isinstance(exc, NoPermissionError) or (isinstance(exc, ResponseError) and "NOPERM" in str(exc))
 
 
-def permission_error(exc: BaseException, user: str | None, operation: str) -> TransportPermissionError:
+def permission_error(exc: BaseException, user: str | None, operation: str,
+                     keys: tuple[str, ...] = ()) -> TransportPermissionError:
     match = _NOPERM_OBJECT.search(str(exc))
     refused = f"{match.group(2)} {match.group(1)!r}" if match else None
     who = f"user {user!r}" if user else "the default user"
+    on = f" on {', '.join(keys)}" if keys else ""
     return TransportPermissionError(
-        f"redis refused {operation} for {who} (the role's ACL does not grant it): "
-        f"{refused or 'a command'} - {exc}", user=user, operation=operation, refused=refused)
+        f"redis refused {operation}{on} for {who} (the role's ACL does not grant it): "
+        f"{refused or 'a key'} - {exc}", user=user, operation=operation, refused=refused, keys=keys)
 
 
 def guard(fn):
@@ -134,7 +142,8 @@ def guard(fn):
             raise  # a wrong password is a configuration error, not an outage: no point in waiting
         except ResponseError as exc:
             if is_noperm(exc):
-                raise permission_error(exc, self.acl_user, fn.__name__) from exc
+                keys = tuple(self.keys.pattern(n) for n in OPERATION_KEYS.get(fn.__name__, ()))
+                raise permission_error(exc, self.acl_user, fn.__name__, keys) from exc
             reason = outage_reason(exc)
             if reason is None:
                 raise  # a genuine error (wrong type, bad argument): retrying would fail the same way

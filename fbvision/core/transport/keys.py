@@ -151,3 +151,29 @@ class Keys:
     def pattern(self, name: str) -> str:
         """An ACL key pattern for ``name`` (a fixed key, or a prefix followed by ``*``) under this namespace."""
         return self._k(name)
+
+
+#: The keys each transport operation touches (a name ending ``*``: one of those keys): what a permission error names
+#: when Redis's NOPERM reply does not (Redis 7.0 says only "one of the keys").
+OPERATION_KEYS: dict[str, tuple[str, ...]] = {
+    "push_frames": (FRAMES, f"{ONCE_PREFIX}*", f"{STATS_PREFIX}queue"),
+    "pop_frames": (FRAMES,), "pop_frames_nowait": (FRAMES,), "frame_queue_depth": (FRAMES,),
+    "publish_results": (f"{RESULTS_PREFIX}*", f"{ONCE_PREFIX}*"),
+    "read_results": (f"{RESULTS_PREFIX}*",), "read_results_fenced": (f"{LEASE_PREFIX}*", f"{RESULTS_PREFIX}*"),
+    "claim_partition": (f"{LEASE_PREFIX}*", f"{RESULTS_PREFIX}*"), "ack_results": (f"{RESULTS_PREFIX}*",),
+    "commit_results": (f"{LEASE_PREFIX}*", f"{RESULTS_PREFIX}*", OUTBOX, EPISODES, BASELINES, TIME_BUDGETS),
+    "result_backlog": (f"{RESULTS_PREFIX}*",),
+    "ensure_groups": (f"{RESULTS_PREFIX}*", OUTBOX),
+    "heartbeat_logic_worker": (LOGIC_WORKERS,), "leave_logic_workers": (LOGIC_WORKERS,),
+    "try_lease": (f"{LEASE_PREFIX}*",), "release_lease": (f"{LEASE_PREFIX}*",), "renew_leases": (f"{LEASE_PREFIX}*",),
+    "lease_owner": (f"{LEASE_PREFIX}*",), "lease_holder": (f"{LEASE_PREFIX}*",),
+    "save_episodes": (EPISODES,), "load_episodes": (EPISODES,), "load_baseline": (BASELINES,),
+    "load_time_budget": (TIME_BUDGETS,),
+    "outbox_groups": (OUTBOX,), "add_alerts": (OUTBOX,), "add_alerts_and_ack": (OUTBOX, f"{RESULTS_PREFIX}*"),
+    "read_alerts": (OUTBOX,), "claim_stale_alerts": (OUTBOX,), "ack_alerts": (OUTBOX,), "outbox_length": (OUTBOX,),
+    "outbox_pending": (OUTBOX,),
+    "request_evidence": (EVIDENCE_REQUESTS,), "read_evidence_requests": (EVIDENCE_REQUESTS,),
+    "set_camera_status": (CAMERA_STATUS,), "camera_statuses": (CAMERA_STATUS,),
+    "report_totals": (f"{STATS_PREFIX}*",), "stats": (f"{STATS_PREFIX}*",), "dead_letter": (DEAD_LETTER,),
+    "dead_letters": (DEAD_LETTER,), "put_snapshot": (SNAPSHOTS,), "snapshots": (SNAPSHOTS,),
+}
