@@ -17,6 +17,8 @@ module                        what
 ``cameras``                   :class:`CameraBoard`: camera statuses, evidence requests
 ``stats``                     :class:`Stats`: counters, dead letters, metrics snapshots
 ``gauges``                    :class:`Gauges`: result backlog, outbox length and pending
+``acl``                       each role's Redis ACL rule, generated from ``keys``
+``records``                   typed records stored as JSON (:class:`CameraStatus`), one codec
 ============================  =====================================================================================
 
 Each stage holds the facade of its role (:class:`CameraTransport`, :class:`InferenceTransport`,
@@ -55,6 +57,7 @@ from fbvision.core.transport.keys import (
 )
 from fbvision.core.transport.leases import HEARTBEAT_MAX_AHEAD_S, LEASE_TOKEN_SEP, Leases
 from fbvision.core.transport.outbox import Outbox
+from fbvision.core.transport.records import CameraStatus, JsonRecord, RecordError
 from fbvision.core.transport.results import ResultStreams, StreamEntry
 from fbvision.core.transport.state import StateStore
 from fbvision.core.transport.stats import DEAD_LETTER_CAP, WRITER_TOTALS_TTL_MS, Stats
@@ -101,7 +104,7 @@ ROLE_TRANSPORTS: dict[str, type[Connection]] = {
 __all__ = [
     "CLUSTER_DEFAULT_NAMESPACE", "CLUSTER_QUERY_FLAG", "FRAMES_QUEUE", "OUTBOX_QUEUE", "results_queue", "DEAD_LETTER_CAP", "HEARTBEAT_MAX_AHEAD_S", "LEASE_TOKEN_SEP",
     "ONCE_TTL_MS", "OUTAGE_REASONS", "OUTBOX_GROUP", "PARTITION_CONSUMER", "REDIS_ID_RE", "RESULTS_GROUP",
-    "ROLE_TRANSPORTS", "WRITER_TOTALS_TTL_MS", "CameraBoard", "CameraTransport", "Connection", "DeliveryTransport",
+    "ROLE_TRANSPORTS", "WRITER_TOTALS_TTL_MS", "CameraBoard", "CameraStatus", "JsonRecord", "RecordError", "CameraTransport", "Connection", "DeliveryTransport",
     "FrameQueue", "Gauges", "InferenceTransport", "Keys", "Leases", "LogicTransport", "Outbox", "PushResult",
     "ResultStreams", "RunnerTransport", "StateStore", "Stats", "StreamEntry", "Transport", "TransportError",
     "TransportPermissionError", "TransportUnavailable", "message_id", "new_token", "outage_reason",

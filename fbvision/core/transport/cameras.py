@@ -3,11 +3,11 @@ evidence requests the logic workers send them (``evidence:requests``)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 
 from fbvision.core.transport.client import Connection, valid_redis_id
 from fbvision.core.transport.errors import guard
+from fbvision.core.transport.records import CameraStatus, RecordError
 from fbvision.core.wire import CAMERA_ID_RE
 
 
@@ -38,23 +38,31 @@ class CameraBoard(Connection):
 
     # -- camera status -----------------------------------------------------------------------------
     @guard
-    def set_camera_status(self, camera_id: str, status: dict) -> None:
-        self.client.hset(self.keys.camera_status, camera_id, json.dumps(status, separators=(",", ":")))
+    def set_camera_status(self, camera_id: str, status: dict | CameraStatus) -> None:
+        """Write a camera's status (a :class:`CameraStatus` or its dict; a field of the wrong type is a
+        :class:`RecordError`, unknown fields are kept)."""
+        self.client.hset(self.keys.camera_status, camera_id, CameraStatus.from_dict(status).to_json())
 
     @guard
     def camera_statuses(self) -> dict[str, dict]:
+        """Every camera's status as a dict (:meth:`CameraStatus.to_dict`: the fields written, unknown ones too)."""
+        return {cam: status.to_dict() for cam, status in self.camera_status_records().items()}
+
+    @guard
+    def camera_status_records(self) -> dict[str, CameraStatus]:
+        """Every camera's status, typed. A malformed camera id or status (not a JSON object, a field of the wrong
+        type) is skipped and counted (``invalid_ids["camera_status"]``): readers expect ``status.state``."""
         out, bad = {}, []
         for raw_cam, raw in self.client.hgetall(self.keys.camera_status).items():
             cam = valid_redis_id(raw_cam, CAMERA_ID_RE)
             try:
-                status = json.loads(raw) if cam is not None else None
-            except ValueError:  # UnicodeDecodeError included
+                status = CameraStatus.from_json(raw) if cam is not None else None
+            except RecordError:
                 status = None
-            if isinstance(status, dict):
-                out[cam] = status
-            else:  # a malformed id, or a status that is not a JSON object: readers expect status["state"]
+            if status is None:
                 bad.append(raw_cam)
+            else:
+                out[cam] = status
         if bad:
             self._skipped_invalid("camera_status", bad)
         return out
-
