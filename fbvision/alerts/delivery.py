@@ -25,8 +25,8 @@ backend. An entry is acknowledged only after the backend accepted it, so:
   drops. And a backend that fails on *every* alert is an outage too: once one entry was dead-lettered on its
   budget, the next ones are not until some alert has been accepted again (at most one per such period).
 
-Delivered entries are acknowledged AND deleted (``Transport.ack_alerts``: XACK + XDEL in one MULTI), so the
-outbox holds only what is not delivered yet; every XADD also carries ``MAXLEN ~ alerts.outbox_maxlen``.
+Delivered entries are acknowledged AND deleted (``Transport.ack_alerts``: XACK, then XDEL / XTRIM MINID of what no
+sink's consumer group still needs, one script), so the outbox holds only what is not delivered yet; every XADD also carries ``MAXLEN ~ alerts.outbox_maxlen``.
 With ``alerts.backend_token`` set every POST carries ``Authorization: Bearer <token>``.
 
 Consumers: start with this consumer's own pending entries (what its previous incarnation left - keep the
@@ -52,14 +52,14 @@ from fbvision.core.events import AlertEvent
 from fbvision.core.loop import Backoff, StageLoop
 from fbvision.core.metrics import Counters, LatencyStats, set_queue_depth, snapshot
 from fbvision.core.redact import redact_url
-from fbvision.core.transport import StreamEntry, Transport, TransportUnavailable
+from fbvision.core.transport import OUTBOX_QUEUE, StreamEntry, Transport, TransportUnavailable
 
 if TYPE_CHECKING:
     from fbvision.core.config import AlertsConfig
 
 logger = logging.getLogger(__name__)
 
-DEAD_LETTER_QUEUE = "alerts:outbox"
+DEAD_LETTER_QUEUE = OUTBOX_QUEUE
 #: 4xx answers that say "the backend (its URL, credentials, load) is not right now", not "this alert is bad".
 RETRY_4XX = frozenset({401, 403, 404, 405, 407, 408, 421, 425, 429})
 DUPLICATE_STATUS = 409
@@ -315,7 +315,7 @@ class AlertDelivery:
     def report(self) -> None:
         """Counters (running totals) and the snapshot to Redis; the outbox depth to Prometheus."""
         self._outbox_pending = self.transport.outbox_pending()
-        set_queue_depth("delivery", "alerts:outbox", self._outbox_pending)
+        set_queue_depth("delivery", OUTBOX_QUEUE, self._outbox_pending)
         self.transport.report_totals("delivery", self.counters.writer, self.counters.snapshot())
         self.transport.put_snapshot(f"delivery:{self.consumer}", self.snapshot())
 

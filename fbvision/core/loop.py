@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from fbvision.core.transport import TransportUnavailable
+from fbvision.core.transport.errors import TransportUnavailable
 
 logger = logging.getLogger(__name__)
 

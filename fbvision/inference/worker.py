@@ -46,7 +46,7 @@ from fbvision.core.loop import Backoff, LogThrottle, StageLoop
 from fbvision.core.metrics import Counters, LatencyStats, set_gauge, set_queue_depth
 from fbvision.core.modelinfo import ModelError
 from fbvision.core.tensor import to_tensor
-from fbvision.core.transport import Transport, TransportUnavailable, message_id, new_token
+from fbvision.core.transport import FRAMES_QUEUE, Transport, TransportUnavailable, message_id, new_token
 from fbvision.core.wire import FrameMessage, ResultMessage, Timeline, WireError, encode_result
 from fbvision.inference.batcher import (
     AutotuneCache,
@@ -64,7 +64,7 @@ from fbvision.inference.engines.variants import Choice, choose
 logger = logging.getLogger(__name__)
 
 STAGE = "inference"
-FRAME_QUEUE = "batch_frames"
+FRAME_QUEUE = FRAMES_QUEUE
 #: Pipelined, with a batch on the engine: how long the batcher waits for the first frame of the next one. Short: if
 #: nothing is queued, the engine's batch is collected and published now, not after a whole first wait.
 PIPELINE_POLL_S = 0.002

@@ -54,6 +54,7 @@ from fbvision.core.transport import (
     Transport,
     TransportUnavailable,
     new_token,
+    results_queue,
     valid_redis_id,
 )
 from fbvision.core.wire import WireError, decode_result
@@ -508,7 +509,7 @@ class LogicWorker:
         touched: list[str] = []
         judged = 0
         to_record: list[tuple[str, Any]] = []
-        queue = f"batch_results:{partition}"
+        queue = results_queue(partition)
         for entry in entries:
             # A long batch must not outlive its lease: renew when due, and give up the batch if it is gone.
             self._renew_if_due()

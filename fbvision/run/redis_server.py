@@ -31,9 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-import redis
-
 from fbvision.core.procutil import own_session_dying_with_parent
+from fbvision.core.transport.client import admin_client, answers_ping
 
 logger = logging.getLogger(__name__)
 
@@ -167,9 +166,9 @@ class EmbeddedRedis:
             f.write(f'requirepass "{quoted}"\n')
         return [str(conf)]
 
-    def client(self, **kwargs) -> redis.Redis:
+    def client(self, **kwargs):
         """A plain redis-py client of this server (for readiness checks and tests)."""
-        return redis.Redis.from_url(self.url, **kwargs)
+        return admin_client(self.url, **kwargs)
 
     def start(self, timeout_s: float = 10.0) -> EmbeddedRedis:
         if self.proc is not None and self.proc.poll() is None:
@@ -203,11 +202,8 @@ class EmbeddedRedis:
                     log = (self.workdir / "redis.log")
                     err += log.read_text(errors="replace")[-2000:] if log.exists() else ""
                     raise RedisServerError(f"redis-server exited with {self.proc.returncode}: {err.strip()}")
-                try:
-                    if client.ping():
-                        break
-                except redis.RedisError:
-                    pass
+                if answers_ping(client):
+                    break
                 if time.monotonic() > deadline:
                     self.stop()
                     raise RedisServerError(f"redis-server on port {self.port} did not answer within {timeout_s} s")

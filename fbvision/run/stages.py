@@ -14,16 +14,17 @@ import socket
 from pathlib import Path
 
 from fbvision.core.config import Settings
-from fbvision.core.transport import Transport
+from fbvision.core.transport import ROLE_TRANSPORTS, Connection, RunnerTransport, Transport
 
 logger = logging.getLogger(__name__)
 
 
-def _setup(settings_json: str, redis_url: str, role: str, port_offset: int | None = None) -> tuple[Settings, Transport]:
+def _setup(settings_json: str, redis_url: str, role: str, port_offset: int | None = None) -> tuple[Settings, Connection]:
     settings = Settings.model_validate_json(settings_json)
-    # alerts.outbox_maxlen caps every XADD to the outbox (the logic stage writes it, delivery trims it).
-    transport = Transport.from_config(settings.redis, url=redis_url, client_name=f"fbv-{role}",
-                                      outbox_maxlen=settings.alerts.outbox_maxlen)
+    # alerts.outbox_maxlen caps every XADD to the outbox (the logic stage writes it, delivery trims it). Each role
+    # gets its facade: only the transport methods it uses (fbvision.core.transport.ROLE_TRANSPORTS).
+    transport = ROLE_TRANSPORTS.get(role, Transport).from_config(
+        settings.redis, url=redis_url, client_name=f"fbv-{role}", outbox_maxlen=settings.alerts.outbox_maxlen)
     if settings.runner.prometheus_port:
         from fbvision.core import metrics
 
@@ -109,7 +110,7 @@ def backend_stage(db_path: str, port: int, evidence_dir: str, settings_json: str
     status_source = horse_day_source = None
     if redis_url:
         settings = Settings.model_validate_json(settings_json)
-        transport = Transport.from_config(settings.redis, url=redis_url, client_name="fbv-backend")
+        transport = RunnerTransport.from_config(settings.redis, url=redis_url, client_name="fbv-backend")
         status_source = transport.camera_statuses
         horse_day_source = functools.partial(horse_days, transport)
     with EmbeddedBackend(db_path, port=port, evidence_dir=evidence_dir or None,
