@@ -2,8 +2,8 @@
 
 All rows in one run, on the demo model (horse YOLO11n 320, FP32 ONNX) and the same synthetic 960x540 MP4:
 
-* ``ort``: the model alone in ONNX Runtime on pre-letterboxed tensors (batch 1 / 8, intra-op threads 1 / 2 /
-  all, spinning off) - the ceiling;
+* ``ort``: the model alone in ONNX Runtime on pre-letterboxed tensors (FP32: batch 1 / 8, intra-op threads 1 / 2
+  / all, spinning off - the ceiling; the INT8 variant at batch 1 / 8, all threads);
 * ``ultralytics``: ``YOLO(model.onnx, task="detect").predict(video, stream=True, batch=b, imgsz=320,
   rect=False)`` (``rect=False``: a fixed-size export; batch 1 / 8) - decode + letterbox + model + NMS;
 * ``fbvision``: ``fbvision run`` itself (the product: camera manager, inference worker, logic with tracking and
@@ -90,15 +90,22 @@ def _cpu_s() -> float:
 # -- the model alone ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("batch", [1, 8])
-@pytest.mark.parametrize("threads", [1, 2, 0])
-def test_model_alone(benchmark, batch, threads):
+MODEL_ALONE = [("fp32", b, t) for t in (1, 2, 0) for b in (1, 8)] + [("int8", b, 0) for b in (1, 8)]
+
+
+@pytest.mark.parametrize("precision, batch, threads", MODEL_ALONE)
+def test_model_alone(benchmark, precision, batch, threads):
     import onnxruntime as ort
 
+    from fbvision.inference.engines.variants import int8_variant
+
+    path = common.DEMO_MODEL if precision == "fp32" else int8_variant(common.DEMO_MODEL)
+    if not path.is_file():
+        pytest.skip(f"{path.name} not present")
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(str(common.DEMO_MODEL), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     images = common.stall_images(batch, seed=3)
     from fbvision.core.letterbox import letterbox
@@ -118,9 +125,9 @@ def test_model_alone(benchmark, batch, threads):
         return n / wall, 1000.0 * cpu / n
 
     fps, cpu_ms = benchmark.pedantic(measure, rounds=1, iterations=1)
-    row = {"what": f"model alone, ORT, batch {batch}, threads {threads or 'all'}", "frames_per_s": round(fps, 1),
-           "cpu_ms_per_frame": round(cpu_ms, 1)}
-    _ROWS[f"ort:b{batch}:t{threads}"] = row
+    row = {"what": f"model alone, ORT {precision.upper()}, batch {batch}, threads {threads or 'all'}",
+           "frames_per_s": round(fps, 1), "cpu_ms_per_frame": round(cpu_ms, 1), "precision": precision}
+    _ROWS[f"ort:{precision}:b{batch}:t{threads}"] = row
     benchmark.extra_info.update(kind="peer", **row)
 
 
@@ -216,7 +223,7 @@ def ratios(rows: dict[str, dict]) -> dict:
     """The peer table's ratios: fbvision's best judged frames/s over Ultralytics' best batch and over the model
     alone's best setting, per precision that ran; the knee is the smallest N within 5% of that precision's best."""
     ultra = max((r["frames_per_s"] for k, r in rows.items() if k.startswith("ultralytics:")), default=None)
-    alone = max((r["frames_per_s"] for k, r in rows.items() if k.startswith("ort:")), default=None)
+    alone = max((r["frames_per_s"] for k, r in rows.items() if k.startswith("ort:fp32:")), default=None)
     out = {"ultralytics_best": ultra, "model_alone_best": alone}
     for precision in ("fp32", "int8"):
         fbv = {r["cameras"]: r["frames_per_s"] for k, r in rows.items()
@@ -228,6 +235,49 @@ def ratios(rows: dict[str, dict]) -> dict:
         out[f"fbvision_{precision}_vs_ultralytics"] = round(best / ultra, 2) if best and ultra else None
         out[f"fbvision_{precision}_vs_model_alone"] = round(best / alone, 2) if best and alone else None
     return out
+
+
+def plot(rows: dict[str, dict], summary: dict, path: Path) -> Path | None:
+    """The capacity curve: judged frames/s against cameras per precision, offered load, the peer's and the model
+    alone's best as lines; CPU ms per judged frame per stage (stacked) below."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fbv = [r for k, r in rows.items() if k.startswith("fbvision:")]
+    if not fbv:
+        return None
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 8))
+    for precision in sorted({r["precision"] for r in fbv}):
+        pts = sorted((r["cameras"], r["frames_per_s"]) for r in fbv if r["precision"] == precision)
+        top.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=f"fbvision ({precision})")
+    ns = sorted({r["cameras"] for r in fbv})
+    top.plot(ns, [n * FPS for n in ns], ":", color="grey", label="offered")
+    for key, style, label in (("ultralytics_best", "--", "Ultralytics predict (best batch)"),
+                              ("model_alone_best", "-.", "model alone (best)")):
+        if summary.get(key):
+            top.axhline(summary[key], linestyle=style, color="black", label=label)
+    top.set_xlabel("file cameras x 5 fps")
+    top.set_ylabel("judged frames/s")
+    top.legend(fontsize=8)
+    top.grid(alpha=0.3)
+    stages = sorted({s for r in fbv for s in (r.get("cpu_ms_per_frame") or {}) if s != "all"})
+    labels = [f"{r['precision']} x{r['cameras']}" for r in fbv]
+    base = np.zeros(len(fbv))
+    for stage in stages:
+        values = np.array([float((r.get("cpu_ms_per_frame") or {}).get(stage, 0.0)) for r in fbv])
+        bottom.bar(labels, values, bottom=base, label=stage)
+        base += values
+    bottom.set_ylabel("CPU ms per judged frame")
+    bottom.legend(fontsize=8, ncol=3)
+    bottom.tick_params(axis="x", labelsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def test_peer_ratios():
@@ -250,5 +300,6 @@ def test_peer_ratios():
     out = common.results_dir()
     (out / "peer.md").write_text("\n".join(lines) + "\n")
     (out / "peer.json").write_text(json.dumps({"rows": _ROWS, "ratios": summary, "machine": machine}, indent=1))
+    plot(_ROWS, summary, out / "peer.png")
     print("\n" + "\n".join(lines))
     assert all(np.isfinite(v) for v in summary.values() if isinstance(v, float))
