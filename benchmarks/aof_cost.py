@@ -28,7 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fbvision.core.letterbox import letterbox
+from fbvision.core.letterbox import Letterbox, letterbox
 from fbvision.core.transport import Transport, message_id
 from fbvision.core.wire import FrameMessage, ResultMessage, Timeline, encode_frame, encode_result
 from fbvision.run.redis_server import EmbeddedRedis
@@ -122,7 +122,7 @@ def run_setup(name: str, payloads: list[bytes], cameras: int, fps: float, second
             batch, once = [], []
             for _ in range(per_push):
                 cam = f"cam-{seq % cameras:03d}"
-                batch.append(encode_frame(FrameMessage(cam, seq, ts, ts, 960, 540, 320, 320, 1 / 3, 0.0, 70.0,
+                batch.append(encode_frame(FrameMessage(cam, seq, ts, ts, Letterbox(960, 540, 320, 320, 1 / 3, 0.0, 70.0),
                                                        payloads[seq % len(payloads)])))
                 once.append(message_id(cam, seq, ts))
                 seq += 1

@@ -220,8 +220,7 @@ def frame_messages(n: int, imgsz: int, *, jpeg_quality: int = 85, seed: int = 11
         boxed, box = letterbox(image, (imgsz, imgsz))
         ok, buf = cv2.imencode(".jpg", boxed, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
         assert ok
-        out.append(FrameMessage(f"cam-{i % 32:02d}", i, now, now, box.src_w, box.src_h, box.dst_w, box.dst_h,
-                                box.scale, box.pad_x, box.pad_y, buf.tobytes()))
+        out.append(FrameMessage(f"cam-{i % 32:02d}", i, now, now, box, buf.tobytes()))
     return out
 
 

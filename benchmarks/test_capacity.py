@@ -111,8 +111,7 @@ def test_physical_costs(benchmark, prof, bench_redis):
     source_jpeg = cv2.imencode(".jpg", source, [cv2.IMWRITE_JPEG_QUALITY, 85])[1]
     boxed, box = letterbox(source, (width, height))
     jpeg = cv2.imencode(".jpg", boxed, [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes()
-    message = FrameMessage("cam-00", 0, time.time(), time.time(), box.src_w, box.src_h, box.dst_w, box.dst_h,
-                           box.scale, box.pad_x, box.pad_y, jpeg)
+    message = FrameMessage("cam-00", 0, time.time(), time.time(), box, jpeg)
     transport = Transport(bench_redis.url, frame_queue_cap=100_000)
     transport.client.flushall()
     seq = iter(range(10**9))

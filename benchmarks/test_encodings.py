@@ -48,7 +48,7 @@ def encode(image: np.ndarray, encoding: str) -> bytes:
 
 def message(image: np.ndarray, encoding: str, seq: int = 0) -> FrameMessage:
     now = time.time()
-    return FrameMessage("cam-000", seq, now, now, 960, 540, SIZE, SIZE, 1 / 3, 0.0, 70.0, encode(image, encoding),
+    return FrameMessage("cam-000", seq, now, now, Letterbox(960, 540, SIZE, SIZE, 1 / 3, 0.0, 70.0), encode(image, encoding),
                         encoding)
 
 

@@ -388,8 +388,7 @@ class CameraManager:
             try:
                 messages.append(encode_frame(FrameMessage(
                     camera_id=f.camera_id, seq=f.seq, capture_ts=f.capture_ts, push_ts=now,
-                    src_w=f.box.src_w, src_h=f.box.src_h, input_w=f.box.dst_w, input_h=f.box.dst_h,
-                    scale=f.box.scale, pad_x=f.box.pad_x, pad_y=f.box.pad_y, jpeg=f.jpeg,
+                    letterbox=f.box, jpeg=f.jpeg,
                     encoding=f.encoding,
                 )))
                 counted.append(f)

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fbvision.core.letterbox import Letterbox
+
 MAGIC = b"FB"
 #: The newest version: frames are written with it (results with RESULT_VERSION, whose layout it did not change).
 WIRE_VERSION = 2
@@ -72,22 +74,19 @@ class WireError(ValueError):
 
 @dataclass(frozen=True)
 class FrameMessage:
-    """One camera frame, already letterboxed to the model input, JPEG-encoded or raw.
+    """One camera frame, already letterboxed to the model input, JPEG-encoded or raw, with the
+    :class:`~fbvision.core.letterbox.Letterbox` that placed it there (the inference worker maps its boxes back with
+    it as it is: the record crosses the boundary whole).
 
     ``jpeg`` holds the image bytes whatever the ``encoding`` (the name predates raw frames): a JPEG file, or with
-    ``encoding="raw"`` the letterboxed image as uint8 ``input_h x input_w x 3`` (BGR, row-major)."""
+    ``encoding="raw"`` the letterboxed image as uint8 ``input_h x input_w x 3`` (BGR, row-major). ``src_w`` ...
+    ``pad_y`` are read-only views of the letterbox (the wire's field names)."""
 
     camera_id: str
     seq: int
     capture_ts: float  # unix seconds, when the frame was read from the source
     push_ts: float  # unix seconds, when the camera manager pushed it to Redis
-    src_w: int  # size of the original frame, before letterboxing
-    src_h: int
-    input_w: int  # size of the letterboxed image inside the JPEG
-    input_h: int
-    scale: float  # letterbox: input = source * scale + pad
-    pad_x: float
-    pad_y: float
+    letterbox: Letterbox  # source size, model input size, scale and padding: input = source * scale + pad
     jpeg: bytes = field(repr=False)
     encoding: str = "jpeg"  # "jpeg" or "raw" (ENCODINGS)
 
@@ -95,6 +94,34 @@ class FrameMessage:
     def payload(self) -> bytes:
         """The image bytes (JPEG or raw)."""
         return self.jpeg
+
+    @property
+    def src_w(self) -> int:
+        return self.letterbox.src_w
+
+    @property
+    def src_h(self) -> int:
+        return self.letterbox.src_h
+
+    @property
+    def input_w(self) -> int:
+        return self.letterbox.dst_w
+
+    @property
+    def input_h(self) -> int:
+        return self.letterbox.dst_h
+
+    @property
+    def scale(self) -> float:
+        return self.letterbox.scale
+
+    @property
+    def pad_x(self) -> float:
+        return self.letterbox.pad_x
+
+    @property
+    def pad_y(self) -> float:
+        return self.letterbox.pad_y
 
 
 @dataclass(frozen=True)
@@ -284,8 +311,8 @@ def decode_frame(data: bytes) -> FrameMessage:
     _check_payload(encoding, size, input_w, input_h)
     image = bytes(reader.take(size, encoding))
     reader.done()
-    return FrameMessage(camera_id, seq, capture_ts, push_ts, src_w, src_h, input_w, input_h, scale, pad_x, pad_y, image,
-                        encoding)
+    return FrameMessage(camera_id, seq, capture_ts, push_ts,
+                        Letterbox(src_w, src_h, input_w, input_h, scale, pad_x, pad_y), image, encoding)
 
 
 def decode_result(data: bytes) -> ResultMessage:

@@ -41,7 +41,6 @@ import numpy as np
 
 from fbvision.core.clock import ReferenceClock
 from fbvision.core.config import InferenceConfig, ModelConfig, Settings
-from fbvision.core.letterbox import Letterbox
 from fbvision.core.loop import Backoff, LogThrottle, StageLoop
 from fbvision.core.metrics import Counters, LatencyStats, set_gauge, set_queue_depth
 from fbvision.core.modelinfo import ModelError
@@ -522,10 +521,7 @@ class InferenceWorker:
         """The engine's output of ``job`` -> candidates -> results, queued for publishing; returns them."""
         t2 = time.perf_counter()
         frames = job.frames
-        boxes = [
-            Letterbox(f.src_w, f.src_h, f.input_w, f.input_h, f.scale, f.pad_x, f.pad_y) for f in frames
-        ]
-        candidates = decode_yolo(job.output, boxes, self.class_ids, self.config.conf_floor, self.config.top_k)
+        candidates = decode_yolo(job.output, [f.letterbox for f in frames], self.class_ids, self.config.conf_floor, self.config.top_k)
         job.output = None
         size = len(frames)
         results = [

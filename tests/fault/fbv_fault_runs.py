@@ -20,6 +20,7 @@ import fbv_fault_harness as h
 
 from fbvision.core import wire
 from fbvision.core.config import REPO_ROOT
+from fbvision.core.letterbox import Letterbox
 
 logger = logging.getLogger("fbv.fault")
 
@@ -60,7 +61,7 @@ def _valid_frame(camera_id: str = "cam-injected", jpeg: bytes | None = None) -> 
     if jpeg is None:
         jpeg = cv2.imencode(".jpg", np.zeros((height, width, 3), np.uint8))[1].tobytes()
     now = time.time()
-    return wire.encode_frame(wire.FrameMessage(camera_id, 1, now, now, width, height, width, height, 1.0, 0.0, 0.0,
+    return wire.encode_frame(wire.FrameMessage(camera_id, 1, now, now, Letterbox(width, height, width, height, 1.0, 0.0, 0.0),
                                                jpeg))
 
 
@@ -443,8 +444,7 @@ class LoadGenerator:
                 jpeg, box = self._frames[seq % len(self._frames)]
                 cam = self.cameras[seq % len(self.cameras)]
                 batch.append(wire.encode_frame(wire.FrameMessage(
-                    cam, seq, now, now, box.src_w, box.src_h, box.dst_w, box.dst_h, box.scale, box.pad_x,
-                    box.pad_y, jpeg)))
+                    cam, seq, now, now, box, jpeg)))
                 seq += 1
             try:
                 t.push_frames(batch)

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from fbvision.core.config import InferenceConfig, ModelConfig
+from fbvision.core.letterbox import Letterbox
 from fbvision.core.modelinfo import load_model_info
 from fbvision.core.transport import Transport
 from fbvision.core.wire import FrameMessage, decode_result, encode_frame
@@ -34,7 +35,7 @@ def _with_header_size(jpeg: bytes, width: int, height: int) -> bytes:
 def _frame(camera_id: str, seq: int, size: tuple[int, int], jpeg: bytes) -> bytes:
     w, h_ = size
     now = time.time()
-    return encode_frame(FrameMessage(camera_id, seq, now, now, w, h_, w, h_, 1.0, 0.0, 0.0, jpeg))
+    return encode_frame(FrameMessage(camera_id, seq, now, now, Letterbox(w, h_, w, h_, 1.0, 0.0, 0.0), jpeg))
 
 
 def test_jpeg_header_is_read_without_decoding():

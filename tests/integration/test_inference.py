@@ -48,8 +48,7 @@ def frame_message(camera_id: str, seq: int, src=(640, 360), *, age_s: float = 0.
         ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 85])
         jpeg = buf.tobytes()
     now = time.time()
-    return FrameMessage(camera_id, seq, now - age_s, now - age_s + 0.001, box.src_w, box.src_h, box.dst_w, box.dst_h,
-                        box.scale, box.pad_x, box.pad_y, jpeg)
+    return FrameMessage(camera_id, seq, now - age_s, now - age_s + 0.001, box, jpeg)
 
 
 def frame_bytes(*args, **kwargs) -> bytes:
@@ -229,7 +228,7 @@ def test_bad_input_is_skipped_counted_dead_lettered_and_the_rest_processed(make_
     corrupt_jpeg = frame_bytes("cam-b", 100, jpeg=b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4)
     wrong_picture = frame_bytes("cam-b", 101, input_size=(320, 320))  # says 320x320: not this model's input
     lying_header = encode_frame(FrameMessage(  # says 160x160 but the JPEG is 320x200
-        "cam-b", 102, time.time(), time.time(), 320, 200, 160, 160, 0.5, 0.0, 30.0,
+        "cam-b", 102, time.time(), time.time(), Letterbox(320, 200, 160, 160, 0.5, 0.0, 30.0),
         cv2.imencode(".jpg", np.zeros((200, 320, 3), np.uint8))[1].tobytes()))
     queue = [good[0], b"hello, not a frame", good[1], bytes(version_99), corrupt_jpeg, good[2], wrong_picture,
              good[3][:40], lying_header]

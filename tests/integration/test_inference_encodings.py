@@ -68,8 +68,7 @@ def running(worker: InferenceWorker):
 def raw_message(camera_id: str, seq: int, input_size=(160, 160), src=(640, 360)) -> tuple[FrameMessage, np.ndarray]:
     image, box = letterbox(picture(src[0], src[1], seed=seq * 3 + 1), input_size)
     now = time.time()
-    msg = FrameMessage(camera_id, seq, now, now + 0.001, box.src_w, box.src_h, box.dst_w, box.dst_h, box.scale,
-                       box.pad_x, box.pad_y, np.ascontiguousarray(image).tobytes(), "raw")
+    msg = FrameMessage(camera_id, seq, now, now + 0.001, box, np.ascontiguousarray(image).tobytes(), "raw")
     return msg, image
 
 

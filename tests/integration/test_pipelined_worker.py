@@ -14,6 +14,7 @@ import requests
 
 from fbvision.core import metrics
 from fbvision.core.config import InferenceConfig
+from fbvision.core.letterbox import Letterbox
 from fbvision.core.transport import Transport
 from fbvision.core.wire import FrameMessage, decode_result, encode_frame
 from fbvision.inference.engines.sim import SimEngine
@@ -31,7 +32,7 @@ def _jpeg(seq: int) -> bytes:
 
 def frame(camera_id: str, seq: int) -> bytes:
     now = time.time()
-    return encode_frame(FrameMessage(camera_id, seq, now, now, SIZE * 2, SIZE, SIZE, SIZE, 0.5, 0.0, 16.0,
+    return encode_frame(FrameMessage(camera_id, seq, now, now, Letterbox(SIZE * 2, SIZE, SIZE, SIZE, 0.5, 0.0, 16.0),
                                      _jpeg(seq)))
 
 

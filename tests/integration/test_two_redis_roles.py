@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from fbvision.core.config import InferenceConfig, RedisConfig, Settings
+from fbvision.core.letterbox import Letterbox
 from fbvision.core.redact import redact_url
 from fbvision.core.transport import Transport, message_id
 from fbvision.core.wire import FrameMessage, encode_frame
@@ -37,7 +38,7 @@ def frame(camera_id: str, seq: int) -> tuple[bytes, str]:
     image = np.full((SIZE, SIZE, 3), (seq * 17) % 255, np.uint8)
     jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes()
     now = time.time()
-    msg = FrameMessage(camera_id, seq, now, now, SIZE, SIZE, SIZE, SIZE, 1.0, 0.0, 0.0, jpeg)
+    msg = FrameMessage(camera_id, seq, now, now, Letterbox(SIZE, SIZE, SIZE, SIZE, 1.0, 0.0, 0.0), jpeg)
     return encode_frame(msg), message_id(camera_id, seq, now)
 
 

@@ -79,8 +79,7 @@ def _measure(workers: int, frames, tmp_path) -> tuple[float, float]:
             pids = [r.process.pid for r in sup.running.values()]
             cpu0 = _cpu_s(pids)
             now = time.time()
-            t.push_frames([encode_frame(FrameMessage(cam, seq, now, now, box.src_w, box.src_h, box.dst_w, box.dst_h,
-                                                     box.scale, box.pad_x, box.pad_y, jpeg))
+            t.push_frames([encode_frame(FrameMessage(cam, seq, now, now, box, jpeg))
                            for cam, seq, jpeg, box in frames])
             t0 = time.monotonic()
             # counters are flushed about once a second: read the result streams instead

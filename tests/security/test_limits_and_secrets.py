@@ -12,13 +12,14 @@ import requests
 
 from fbvision.core import wire
 from fbvision.core.config import REPO_ROOT, ConfigError, load_settings
+from fbvision.core.letterbox import Letterbox
 from fbvision.core.transport import Transport
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
 
 
 def _frame(jpeg: bytes = b"\xff\xd8jpeg") -> bytes:
-    return wire.encode_frame(wire.FrameMessage("cam-a", 1, 1.0, 1.0, 640, 480, 320, 320, 0.5, 0.0, 40.0, jpeg))
+    return wire.encode_frame(wire.FrameMessage("cam-a", 1, 1.0, 1.0, Letterbox(640, 480, 320, 320, 0.5, 0.0, 40.0), jpeg))
 
 
 def test_oversized_messages_rejected_before_parsing():

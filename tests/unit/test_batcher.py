@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fbvision.core.letterbox import Letterbox
 from fbvision.core.wire import FrameMessage, encode_frame
 from fbvision.inference.batcher import Batcher, autotune, candidate_batch_sizes, format_table
 
@@ -45,8 +46,8 @@ class FakeQueue:
 
 def frame(seq: int, captured_at: float, camera: str = "cam1") -> bytes:
     """A frame message captured at fake time ``captured_at``."""
-    return encode_frame(FrameMessage(camera, seq, WALL0 + captured_at, WALL0 + captured_at, 640, 360, 160, 160,
-                                     0.25, 0.0, 35.0, b"\xff\xd8jpeg"))
+    return encode_frame(FrameMessage(camera, seq, WALL0 + captured_at, WALL0 + captured_at, Letterbox(640, 360, 160, 160,
+                                     0.25, 0.0, 35.0), b"\xff\xd8jpeg"))
 
 
 def batcher_for(queue: FakeQueue, **kw) -> Batcher:

@@ -6,17 +6,23 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fbvision.core import wire
+from fbvision.core.letterbox import Letterbox
 from fbvision.core.wire import FrameMessage, ResultMessage, Timeline, WireError
 
 camera_ids = st.from_regex(r"[A-Za-z0-9_.:\-]{1,64}", fullmatch=True)
 finite = st.floats(allow_nan=False, allow_infinity=False, width=32, min_value=-1e6, max_value=1e6)
 
 
+def frame_of(*, src_w, src_h, input_w, input_h, scale, pad_x, pad_y, **fields) -> FrameMessage:
+    """A FrameMessage from the wire's flat field names (the tests vary each one)."""
+    return FrameMessage(letterbox=Letterbox(src_w, src_h, input_w, input_h, scale, pad_x, pad_y), **fields)
+
+
 def make_frame(**kw) -> FrameMessage:
     base = dict(camera_id="stall-1", seq=7, capture_ts=1.7e9, push_ts=1.7e9 + 0.004, src_w=1280, src_h=720,
                 input_w=640, input_h=640, scale=0.5, pad_x=0.0, pad_y=140.0, jpeg=b"\xff\xd8fakejpeg\xff\xd9")
     base.update(kw)
-    return FrameMessage(**base)
+    return frame_of(**base)
 
 
 def make_result(n=3, **kw) -> ResultMessage:

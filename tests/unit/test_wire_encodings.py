@@ -8,14 +8,20 @@ import numpy as np
 import pytest
 
 from fbvision.core import wire
+from fbvision.core.letterbox import Letterbox
 from fbvision.core.wire import FrameMessage, WireError
+
+
+def frame_of(*, src_w, src_h, input_w, input_h, scale, pad_x, pad_y, **fields) -> FrameMessage:
+    """A FrameMessage from the wire's flat field names (the tests vary each one)."""
+    return FrameMessage(letterbox=Letterbox(src_w, src_h, input_w, input_h, scale, pad_x, pad_y), **fields)
 
 
 def frame(**kw) -> FrameMessage:
     base = dict(camera_id="stall-1", seq=7, capture_ts=1.7e9, push_ts=1.7e9 + 0.004, src_w=1280, src_h=720,
                 input_w=32, input_h=24, scale=0.25, pad_x=0.0, pad_y=3.0, jpeg=b"\xff\xd8fakejpeg\xff\xd9")
     base.update(kw)
-    return FrameMessage(**base)
+    return frame_of(**base)
 
 
 def raw_frame(**kw) -> FrameMessage:
