@@ -160,7 +160,7 @@ def test_a_backend_that_fails_on_every_alert_is_an_outage_at_most_one_dead_lette
 @pytest.mark.timeout(60)
 def test_outbox_maxlen_is_wired_and_delivered_entries_are_deleted(redis_url, tmp_path, capsys):
     settings = Settings(alerts={**FAST, "outbox_maxlen": 1000})
-    _settings, transport = _setup(settings.model_dump_json(), redis_url, "delivery")  # what the outbox sink gets
+    _settings, transport = _setup(settings.model_dump_json(), redis_url, "logic")  # what every stage gets
     assert transport.outbox_maxlen == 1000
     # 1) the cap: 5000 alerts nobody delivers leave at most the cap plus one stream node (approximate MAXLEN)
     transport.add_alerts([alert("cam1", i).to_json().encode() for i in range(5000)])

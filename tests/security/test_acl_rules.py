@@ -101,7 +101,7 @@ def test_each_role_does_its_part_and_is_refused_the_rest(acl_server, ns):
     # logic reads statuses but cannot write them, nor push frames
     assert set(logic.camera_statuses()) == {"barn-a"}
     whole_logic = Transport(url(acl_server, "logic", ns), namespace=ns)
-    assert refused(lambda: whole_logic.set_camera_status("barn-a", {})).keys == (whole_logic.keys.camera_status,)
+    assert refused(lambda: whole_logic.set_camera_status("barn-a", {"state": "online"})).keys == (whole_logic.keys.camera_status,)
     refused(lambda: whole_logic.push_frames([b"x"]))
     # delivery settles alerts but cannot add them, nor touch results or episodes
     whole_logic.add_alerts([b'{"a":1}'])  # (the logic worker's commit_results writes alerts the same way)
@@ -114,7 +114,7 @@ def test_each_role_does_its_part_and_is_refused_the_rest(acl_server, ns):
     # the runner reads everything, writes nothing
     runner = Transport(url(acl_server, "runner", ns), namespace=ns)
     assert runner.camera_statuses() and runner.frame_queue_depth() == 1
-    refused(lambda: runner.set_camera_status("barn-a", {}))
+    refused(lambda: runner.set_camera_status("barn-a", {"state": "online"}))
     assert not [e for e in admin.acl_log(count=100) if e["username"].startswith("fbv-") and
                 e["object"] in ("xinfo|groups", "evalsha", "xread")], "a role's own part was refused"
     admin.acl_log_reset()
