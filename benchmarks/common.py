@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from fbvision.core.config import DEMO_MODEL  # noqa: F401 - the benchmarks' name for it
+from fbvision.core.procutil import cpu_model
 from fbvision.export.model_cache import MODEL_CACHE, cached_yolo11n
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -227,16 +228,6 @@ def frame_messages(n: int, imgsz: int, *, jpeg_quality: int = 85, seed: int = 11
 # -- the machine -------------------------------------------------------------------------------------------------
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _mem_total_gb() -> float | None:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -272,7 +263,7 @@ def machine_info() -> dict:
     except OSError:
         load = None
     return {
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "cores_usable": affinity,
         "memory_gb": _mem_total_gb(),

@@ -19,10 +19,14 @@ does not pay, that is 1; on a GPU it is the largest that still pays.
 from __future__ import annotations
 
 import collections
+import hashlib
+import json
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -177,22 +181,15 @@ class AutotuneCache:
     """
 
     def __init__(self, path, max_age_s: float = 7 * 86400.0, now: Callable[[], float] = time.time):
-        from pathlib import Path
-
         self.path = Path(path).expanduser()
         self.max_age_s = float(max_age_s)
         self.now = now
 
     @staticmethod
     def key(**parts) -> str:
-        import hashlib
-        import json
-
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
     def _read(self) -> dict:
-        import json
-
         try:
             data = json.loads(self.path.read_text())
         except (OSError, ValueError):
@@ -214,9 +211,6 @@ class AutotuneCache:
             return None
 
     def save(self, key: str, result: AutotuneResult) -> None:
-        import json
-        import os
-
         data = self._read()
         data[key] = {"batch": result.batch, "max_wait_ms": result.max_wait_ms, "table": result.table,
                      "seconds": result.seconds, "rounds": result.rounds, "margin": result.margin,

@@ -44,6 +44,7 @@ from fbvision.core.config import InferenceConfig, ModelConfig, Settings
 from fbvision.core.loop import Backoff, LogThrottle, StageLoop
 from fbvision.core.metrics import Counters, LatencyStats, set_gauge, set_queue_depth
 from fbvision.core.modelinfo import ModelError
+from fbvision.core.procutil import cpu_model
 from fbvision.core.tensor import to_tensor
 from fbvision.core.transport import FRAMES_QUEUE, Transport, TransportUnavailable, message_id, new_token
 from fbvision.core.wire import FrameMessage, ResultMessage, Timeline, WireError, encode_result
@@ -74,18 +75,6 @@ def _usable_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
-
-
-def _cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8", errors="replace"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or "unknown"
 
 
 @dataclass
@@ -256,7 +245,7 @@ class InferenceWorker:
             digest = str(path)
         return AutotuneCache.key(
             model=digest, engine=model.engine, provider=self.engine.provider, ort=onnxruntime.__version__,
-            cpu=_cpu_model(), machine=platform.machine(), cores=_usable_cores(), threads=model.intra_op_threads,
+            cpu=cpu_model(), machine=platform.machine(), cores=_usable_cores(), threads=model.intra_op_threads,
             spinning=model.intra_op_spinning, sizes=sizes, margin=self.config.autotune_margin,
             max_wait_ms=self.config.max_wait_ms,
         )
