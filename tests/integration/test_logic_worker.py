@@ -366,10 +366,12 @@ def test_two_workers_split_cameras_keep_order_and_one_takes_over_when_the_other_
                      **FAST_WORKER)
     w2 = LogicWorker(settings(), transport, "w2", class_ids=CLASS_IDS, recorder=ProcessingLog("w2", events, lock),
                      **FAST_WORKER)
-    published = threading.Event()
+    published, halted = threading.Event(), threading.Event()
 
-    def publisher():  # a live stream: one frame per camera every 10 ms
-        for frame in frames:
+    def publisher():  # a live stream: one frame per camera every 10 ms; the second half only once w2 has stopped
+        for i, frame in enumerate(frames):
+            if i == len(frames) // 2:
+                halted.wait(30)
             publish_all(transport, cams, [frame])
             time.sleep(0.01)
         published.set()
@@ -379,8 +381,9 @@ def test_two_workers_split_cameras_keep_order_and_one_takes_over_when_the_other_
         pub.start()
         assert wait_until(lambda: len(w1.held) == 2 and len(w2.held) == 2, 5)
         assert wait_until(lambda: len(events) > len(frames), 10)  # both are working
-        r2.halt()  # w2 stops mid-stream
+        r2.halt()  # w2 stops mid-stream: every camera still has half its frames to come
         stopped_at = time.monotonic()
+        halted.set()
         assert wait_until(lambda: len(w1.held) == 4, 5)
         assert published.wait(30)
         assert wait_until(lambda: drained(transport), 20)

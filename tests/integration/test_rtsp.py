@@ -162,7 +162,7 @@ def test_rtsp_camera_evidence_snapshot_and_clip(rtsp_server, transport, tmp_path
     from fbvision.core.evidence import EvidenceRequest
 
     key = "abcdef0123456789abcdef0123456789"
-    cfg = EvidenceConfig(dir=tmp_path, clip_pre_s=1.0, clip_post_s=1.0)
+    cfg = EvidenceConfig(dir=tmp_path, clip_pre_s=1.0, clip_post_s=1.0, fps=5)  # the camera's rate: ~2 s = 8+ frames
     camera = CameraConfig(id="rtsp-stall", source=with_credentials(rtsp_server.url), fps=5)
     manager = CameraManager([camera], transport, INPUT, producer_config(), evidence=cfg)
     stop = threading.Event()

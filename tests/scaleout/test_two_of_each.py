@@ -19,6 +19,9 @@ import pytest
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(480)]
 
+#: Hand-overs of one camera in run B: kills, restarts, a leave and a join - a few, never one per frame.
+MAX_HANDOVERS = 12
+
 
 def test_both_workers_of_each_stage_did_work(workers_run):
     run = workers_run.run
@@ -69,19 +72,24 @@ def test_each_camera_in_order_by_one_worker_at_a_time(workers_run):
             else:
                 taken.append(seq)
                 newest = seq
-        ranges.append((cam, taken[0], taken[-1], pid))
+        ranges.append((cam, taken, pid))
     logged_skips = sum(log.read_text(errors="replace").count("is older than the last one")
                        for log in run.run_dir.glob("logic-*.log"))
     assert late <= logged_skips, (late, logged_skips)
-    by_cam: dict[str, list] = {}
-    for cam, lo, hi, pid in ranges:
-        by_cam.setdefault(cam, []).append((lo, hi, pid))
+    # One worker at a time: no frame is judged by two processes, and along a camera's frames the owner changes
+    # only at hand-overs (a camera may go A -> B -> A when a worker leaves and joins, so the spans of one process
+    # can enclose another's; two workers judging at once would interleave frame by frame instead).
+    owners: dict[str, dict[int, int]] = {}
+    for cam, taken, pid in ranges:
+        for seq in taken:
+            other = owners.setdefault(cam, {}).setdefault(seq, pid)
+            assert other == pid, f"camera {cam}: seq {seq} judged by processes {other} and {pid}"
     handled_by_two = 0
-    for cam, spans in by_cam.items():
-        spans.sort()
-        handled_by_two += len(spans) > 1
-        for (_lo1, hi1, p1), (lo2, _hi2, p2) in zip(spans, spans[1:], strict=False):
-            assert hi1 < lo2, f"camera {cam}: processes {p1} and {p2} both handled seqs {lo2}..{hi1}"
+    for cam, by_seq in owners.items():
+        in_order = [pid for _seq, pid in sorted(by_seq.items())]
+        runs = [pid for i, pid in enumerate(in_order) if i == 0 or pid != in_order[i - 1]]
+        handled_by_two += len(set(runs)) > 1
+        assert len(runs) <= MAX_HANDOVERS + 1, f"camera {cam}: owners interleave {runs}"
     assert handled_by_two >= 2, "no camera changed hands: the rebalance was not exercised"
 
 
