@@ -11,7 +11,10 @@
 * the same names as JSON/YAML/repr keys: ``"backend_token": "..."`` -> ``"backend_token": "***"``;
 * ``Bearer <token>`` / ``Basic <credentials>`` (an ``Authorization`` header's value).
 
-The masks stop at ``"``, ``'``, ``<`` and ``>``, so a JSON document stays JSON after redaction.
+The masks stop at ``"``, ``'``, ``<`` and ``>``, so a JSON document stays JSON after redaction. That makes
+:func:`redact_url` a net for free text (log lines, exception messages); a value known to be a URL or a secret is
+masked on its own, structurally, by :func:`mask_url` / :data:`MASK` (the config's secret fields are, in every dump:
+``fbvision.core.configbase``), which no quote or space in a password can defeat.
 """
 
 from __future__ import annotations
@@ -46,6 +49,33 @@ _SECRET_FIELD = re.compile(
 _AUTH_SCHEME = re.compile(
     r"(?P<scheme>\bbearer\s+|\bauthorization\s*[:=]\s*(?:basic\s+|bearer\s+)?)[A-Za-z0-9._~+/=\-]+", re.IGNORECASE
 )
+
+
+MASK = "***"
+_SECRET_PARAM_NAME = re.compile(rf"(?:{_SECRET_NAME})", re.IGNORECASE)
+
+
+def mask_url(url: str) -> str:
+    """``url`` (one URL, or any config value that may be one) with its credentials masked, structurally.
+
+    The user-info (everything between ``scheme://`` and the LAST ``@``: a password may hold ``@``, ``/``, ``:``,
+    quotes and spaces) becomes ``***``, and so does the value of every secret-named query parameter
+    (``?token=...``). Text that is not a ``scheme://`` URL (a file path, ``synthetic:running``) is returned as it is.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.\-]*", scheme):
+        return url
+    if "@" in rest:
+        rest = f"{MASK}@{rest.rpartition('@')[2]}"
+    head, qmark, query = rest.partition("?")
+    if qmark:
+        query, hash_, fragment = query.partition("#")
+        params = []
+        for param in query.split("&"):
+            name, eq, value = param.partition("=")
+            params.append(f"{name}={MASK}" if eq and value and _SECRET_PARAM_NAME.fullmatch(name) else param)
+        rest = f"{head}?{'&'.join(params)}{hash_}{fragment}"
+    return f"{scheme}://{rest}"
 
 
 def redact_url(text: str) -> str:

@@ -13,7 +13,8 @@ from pathlib import Path
 import requests
 
 from fbvision.core.config import Settings
-from fbvision.core.redact import redact_url
+from fbvision.core.configbase import dump_json_with_secrets
+from fbvision.core.redact import mask_url
 from fbvision.core.transport import Transport, TransportUnavailable
 from fbvision.run.logs import RunLog
 from fbvision.run.redis_server import EmbeddedRedis, free_port
@@ -86,7 +87,7 @@ class PipelineRun:
             port = free_port()
             self.backend_base = f"http://127.0.0.1:{port}"
             self.backend_url = f"{self.backend_base}/alerts"
-        cfg = self.settings.model_dump_json()
+        cfg = dump_json_with_secrets(self.settings)  # the stages need the secrets; every other dump masks them
         if self.backend_base is not None:
             backend.append(StageSpec("backend", backend_stage, (str(self.run_dir / "alerts.sqlite"), port,
                                                                 str(self.settings.evidence.dir), cfg, self.redis_url)))
@@ -105,8 +106,8 @@ class PipelineRun:
                                      log_queue=self.run_log.queue)
         self.supervisor.start()
         frames = self.settings.redis.frames_url
-        logger.info("pipeline started: redis %s%s, backend %s, run dir %s", redact_url(self.redis_url),
-                    f" (frames: {redact_url(frames)})" if frames else "", self.backend_url, self.run_dir)
+        logger.info("pipeline started: redis %s%s, backend %s, run dir %s", mask_url(self.redis_url),
+                    f" (frames: {mask_url(frames)})" if frames else "", mask_url(self.backend_url), self.run_dir)
 
         if self.backend_base is not None:
             logger.info("review page: %s/review (alerts with their snapshot and clip, verdicts)", self.backend_base)
@@ -117,10 +118,10 @@ class PipelineRun:
         cameras = self.settings.cameras
         n = self.settings.camera.resolved_processes(sum(1 for c in cameras if c.enabled))
         if n <= 1:
-            return [StageSpec("camera", camera_stage, (self.settings.model_dump_json(), self.redis_url))]
+            return [StageSpec("camera", camera_stage, (dump_json_with_secrets(self.settings), self.redis_url))]
         specs = []
         for k in range(n):
-            part = self.settings.model_copy(update={"cameras": cameras[k::n]}).model_dump_json()
+            part = dump_json_with_secrets(self.settings.model_copy(update={"cameras": cameras[k::n]}))
             specs.append(StageSpec(f"camera-{k + 1}", camera_part_stage, (part, self.redis_url, k)))
         return specs
 
