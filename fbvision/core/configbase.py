@@ -25,11 +25,11 @@ The one dump that keeps the secrets is the hand-over of the settings to the stag
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 from pydantic import BaseModel, ConfigDict, PlainSerializer, SecretStr, SerializationInfo
 
-from fbvision.core.redact import MASK, mask_url
+from fbvision.core.redact import MASK, mask_url, url_secrets
 
 #: Serialisation context under which secrets are written in clear (the stage hand-over only).
 REVEAL_SECRETS = {"fbv_reveal_secrets": True}
@@ -74,11 +74,20 @@ SecretUrlText = Annotated[str, SECRET_URL, PlainSerializer(_dump_secret_url, ret
 
 
 def secret_mark(field: Any) -> _SecretMark | None:
-    """The secret mark of a pydantic ``FieldInfo`` (None: not a secret)."""
-    for meta in getattr(field, "metadata", ()) or ():
-        if isinstance(meta, _SecretMark):
-            return meta
-    return None
+    """The secret mark of a pydantic ``FieldInfo`` (None: not a secret): on the field, or inside its annotation
+    (``SecretUrlText | None`` keeps it in the union's ``Annotated`` member)."""
+
+    def find(metadata: Any, annotation: Any) -> _SecretMark | None:
+        for meta in metadata or ():
+            if isinstance(meta, _SecretMark):
+                return meta
+        for arg in get_args(annotation):
+            found = find(getattr(arg, "__metadata__", ()), arg)
+            if found is not None:
+                return found
+        return None
+
+    return find(getattr(field, "metadata", ()), getattr(field, "annotation", None))
 
 
 def reveal(value: SecretStr | str | None) -> str | None:
@@ -101,3 +110,26 @@ class ConfigModel(BaseModel):
 def dump_json_with_secrets(model: BaseModel) -> str:
     """``model`` as JSON with its secrets in clear: only for handing the settings to a stage process."""
     return model.model_dump_json(context=REVEAL_SECRETS)
+
+
+def secret_values(model: BaseModel) -> set[str]:
+    """Every secret text of a config tree, as it would appear in a log line (tokens whole; the credentials of
+    the URL fields): what :class:`fbvision.core.redact.KnownSecrets` masks in the run's log."""
+    found: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, BaseModel):
+            for name, field in type(node).model_fields.items():
+                value = getattr(node, name)
+                mark = secret_mark(field)
+                if mark is not None and value is not None:
+                    text = reveal(value)
+                    found.update(url_secrets(text) if mark.kind == "url" else [text])
+                else:
+                    walk(value)
+        elif isinstance(node, (list, tuple)):
+            for item in node:
+                walk(item)
+
+    walk(model)
+    return found

@@ -100,7 +100,7 @@ def camera_runs(settings, state: dict) -> dict[str, dict]:
         frames = pushed.get(cam.id, 0)
         detail = redact_url(str(status["detail"])) if status.get("detail") else None
         problem = redact_url(str(status["problem"])) if status.get("problem") else None
-        entry = {"source": redact_url(cam.source), "ran": frames > 0, "frames_pushed": frames,
+        entry = {"source": mask_url(cam.source), "ran": frames > 0, "frames_pushed": frames,
                  "state": status.get("state"), "detail": detail, "problem": problem,
                  "failed": bool(status.get("failed"))}
         if not entry["ran"]:

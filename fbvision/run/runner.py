@@ -13,8 +13,8 @@ from pathlib import Path
 import requests
 
 from fbvision.core.config import Settings
-from fbvision.core.configbase import dump_json_with_secrets
-from fbvision.core.redact import mask_url
+from fbvision.core.configbase import dump_json_with_secrets, secret_values
+from fbvision.core.redact import mask_url, url_secrets
 from fbvision.core.transport import Transport, TransportUnavailable
 from fbvision.run.logs import RunLog
 from fbvision.run.redis_server import EmbeddedRedis, free_port
@@ -69,7 +69,7 @@ class PipelineRun:
         self._signals = 0
         self.exit_reason = "duration"
         # run.log (always) and the dashboard's log pane, for the stages' records and the runner's.
-        self.run_log = RunLog(self.run_dir, log_level)
+        self.run_log = RunLog(self.run_dir, log_level, secrets=secret_values(settings))
         self.stop_status = ""  # what the warm stop is doing now (the dashboard shows it)
         self.on_progress = None  # called after each stop step (the dashboard refreshes)
 
@@ -80,6 +80,7 @@ class PipelineRun:
         if not self.redis_url:
             self.redis = EmbeddedRedis().start()
             self.redis_url = self.redis.url
+            self.run_log.secrets.add(url_secrets(self.redis_url))  # its generated password
         self.transport = Transport.from_config(self.settings.redis, url=self.redis_url, client_name="fbv-runner")
         self.transport.wait_ready()
         backend: list[StageSpec] = []
