@@ -542,7 +542,24 @@ def apply_env_overrides(tree: dict, environ: Mapping[str, str], origins: Origins
         overrides["redis"] = {**(overrides.get("redis") or {}), "url": environ["REDIS_URL"]}
         if origins is not None:
             origins[("redis", "url")] = "REDIS_URL"
-    return _merge(dict(tree), overrides, ())
+    return _merge(dict(tree), _typed(overrides), ())
+
+
+def _typed(node: Any) -> Any:
+    """Scalar values from the environment as YAML reads them (``5`` an int, ``false`` a bool, as they were before
+    pydantic-settings: the frame-count messages and ``given:`` show the number); text stays the raw text, so a
+    quote in a password is never taken for YAML quoting."""
+    if isinstance(node, dict):
+        return {key: _typed(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_typed(value) for value in node]
+    if isinstance(node, str):
+        try:
+            value = yaml.safe_load(node)
+        except yaml.YAMLError:
+            return node
+        return value if isinstance(value, (int, float, bool)) else node
+    return node
 
 
 def _nest(path: list[str], value: Any) -> Any:
