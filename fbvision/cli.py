@@ -20,7 +20,6 @@ First Ctrl-C/SIGTERM: finish the current batch and exit; second: exit now.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import signal
 import sys
@@ -30,7 +29,7 @@ import yaml
 
 from fbvision import __version__
 from fbvision.core.config import ConfigError, load_settings
-from fbvision.core.redact import redact_url
+from fbvision.core.configbase import dump_json_with_secrets
 from fbvision.run import main as run_main
 
 
@@ -43,8 +42,8 @@ def _config(args: argparse.Namespace) -> int:
     if args.action == "show":
         # YAML, as the config is written; --diff: only what differs from the defaults (pydantic's exclude_defaults,
         # field by field down the tree, cameras included).
-        # Secrets masked on the JSON form, whose quoted keys the masking recognises, then written as YAML.
-        tree = json.loads(redact_url(settings.model_dump_json(exclude_defaults=args.diff)))
+        # Secrets masked by the model itself (SecretStr, URLs' credentials: core/configbase.py), whatever they hold.
+        tree = settings.model_dump(mode="json", exclude_defaults=args.diff)
         print(yaml.safe_dump(tree, sort_keys=False, allow_unicode=True), end="")
         return 0
     from fbvision.run.configcheck import check_world
@@ -92,7 +91,7 @@ def _stage(args: argparse.Namespace) -> int:
         print("a single stage needs a shared Redis: set REDIS_URL (or redis.url in the config)", file=sys.stderr)
         return 2
     stop = _stop_on_signals()
-    cfg = settings.model_dump_json()
+    cfg = dump_json_with_secrets(settings)  # the stage needs the secrets
     if args.command == "camera":
         stages.camera_stage(cfg, url, stop)
     elif args.command == "infer":

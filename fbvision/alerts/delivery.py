@@ -48,10 +48,11 @@ from typing import TYPE_CHECKING
 import requests
 from pydantic import ValidationError
 
+from fbvision.core.configbase import reveal
 from fbvision.core.events import AlertEvent
 from fbvision.core.loop import Backoff, StageLoop
 from fbvision.core.metrics import Counters, LatencyStats, set_queue_depth, snapshot
-from fbvision.core.redact import redact_url
+from fbvision.core.redact import mask_url
 from fbvision.core.transport import OUTBOX_QUEUE, StreamEntry, Transport, TransportUnavailable
 
 if TYPE_CHECKING:
@@ -103,9 +104,9 @@ class AlertDelivery:
         self.url = backend_url or config.backend_url
         if not self.url:
             raise ValueError("no backend URL: set alerts.backend_url or pass backend_url (the embedded backend's url)")
-        self.safe_url = redact_url(self.url)
+        self.safe_url = mask_url(self.url)
         self._headers = {"Content-Type": "application/json"}
-        token = token or config.backend_token
+        token = token or reveal(config.backend_token)
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
         self._own_session = session is None

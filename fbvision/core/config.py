@@ -4,11 +4,16 @@ Loaded from YAML, then overridden from the environment:
 
 * ``REDIS_URL`` sets ``redis.url`` (the usual name for it);
 * ``FBV_<SECTION>__<FIELD>[__<FIELD>...]=value`` sets any field, ``__`` separating levels and list indices
-  (``FBV_INFERENCE__MAX_BATCH=8``, ``FBV_CAMERAS__0__FPS=10``). The value is parsed as YAML, so numbers,
-  booleans and lists work.
+  (``FBV_INFERENCE__MAX_BATCH=8``, ``FBV_CAMERAS__0__FPS=10``). The variables are read by pydantic-settings'
+  ``EnvSettingsSource`` (prefix, ``__`` nesting, case-insensitive names); a list or section value is parsed as
+  YAML (JSON is YAML), ``null`` is None, a scalar is converted by the field's type. Two things pydantic-settings
+  does not do are done here: a list index (``CAMERAS__0``) sets that item of the file's list, and a variable
+  whose section does not exist (``FBV_INFRENCE__X``) is an unknown field, not silently ignored.
 
-Every model forbids unknown keys, and every field has a description and bounds. An invalid file fails at
-start with :class:`ConfigError`, whose message names each bad field, what was given and what is allowed.
+Every model derives from :class:`~fbvision.core.configbase.ConfigModel` (unknown keys refused), and every field
+has a description and bounds. An invalid file fails at start with :class:`ConfigError`, whose message names each
+bad field, what was given (secrets masked), what is allowed and where it was set (``file:line`` or
+``[from environment variable X]``).
 """
 
 from __future__ import annotations
@@ -22,8 +27,19 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, EnvSettingsSource
+from pydantic_settings.sources.utils import parse_env_vars
 
+from fbvision.core.configbase import ConfigModel, SecretText, SecretUrlText, secret_mark
 from fbvision.core.logic_config import (
     RULE_NAMES,
     CameraLogicOverrides,
@@ -31,7 +47,7 @@ from fbvision.core.logic_config import (
     check_horse_down_mode,
     effective_rules,
 )
-from fbvision.core.redact import redact_url
+from fbvision.core.redact import MASK, redact_url
 
 # The source checkout this module sits in (meaningful only when running from one; an installed package has none).
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -59,17 +75,13 @@ def resolve_data_path(path: str | Path, base: Path | None = None) -> Path:
     return (candidates[0] / path).absolute()
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class RedisConfig(Strict):
-    url: str | None = Field(
+class RedisConfig(ConfigModel):
+    url: SecretUrlText | None = Field(
         None,
-        description="redis:// or rediss:// URL (password in the URL or from REDIS_URL). None: start a private "
-        "redis-server on a free port for this run.",
+        description="redis:// or rediss:// URL (password in the URL or from REDIS_URL; masked in every dump). None: "
+        "start a private redis-server on a free port for this run.",
     )
-    frames_url: str | None = Field(
+    frames_url: SecretUrlText | None = Field(
         None,
         description="An ephemeral Redis for the frame queue only (no persistence, sized for bandwidth): "
         "batch_frames and the frames' once keys go there, everything durable (results, outbox, episodes, leases, "
@@ -104,7 +116,7 @@ class RedisConfig(Strict):
         return url
 
 
-class ModelConfig(Strict):
+class ModelConfig(ConfigModel):
     path: Path = Field(
         Path("models/horse-demo-yolo11n-320.onnx"),
         description="ONNX model with a dynamic batch dimension. A relative path is looked up beside the config file, "
@@ -148,7 +160,7 @@ class ModelConfig(Strict):
         return resolve_data_path(self.path)
 
 
-class InferenceConfig(Strict):
+class InferenceConfig(ConfigModel):
     max_batch: int = Field(8, ge=1, le=32, description="Most frames per model call.")
     max_wait_ms: float = Field(
         10.0, ge=0, le=1000, description="Once the first frame of a batch is in hand, wait at most this long for more."
@@ -185,7 +197,7 @@ class InferenceConfig(Strict):
     )
 
 
-class CameraManagerConfig(Strict):
+class CameraManagerConfig(ConfigModel):
     jpeg_quality: int = Field(85, ge=10, le=100, description="JPEG quality of the letterboxed frame.")
     encoding: Literal["jpeg", "raw"] = Field(
         "jpeg", description="How frames travel to inference (wire version 2): 'jpeg' (quality above; ~20 KB at "
@@ -216,12 +228,12 @@ class CameraManagerConfig(Strict):
         return max(1, min(cores, -(-cameras // 8)))
 
 
-class CameraConfig(Strict):
+class CameraConfig(ConfigModel):
     id: str = Field(..., pattern=r"^[A-Za-z0-9_.:\-]{1,64}$", description="Unique camera id.")
-    source: str = Field(
+    source: SecretUrlText = Field(
         ...,
         min_length=1,
-        description="rtsp://user:pass@host/path, a video file path, 'device:N', or 'synthetic:<scenario>' "
+        description="(credentials masked in every dump) rtsp://user:pass@host/path, a video file path, 'device:N', or 'synthetic:<scenario>' "
         "(a built-in scenario name or a scenario YAML path).",
     )
     fps: float = Field(5.0, ge=0.2, le=60, description="Frames per second sampled from the source.")
@@ -233,9 +245,9 @@ class CameraConfig(Strict):
     logic: CameraLogicOverrides | None = Field(None, description="Per-camera rule overrides and stall polygon.")
 
 
-class AlertsConfig(Strict):
-    backend_url: str | None = Field(
-        None, description="HTTP(S) endpoint that receives alerts by POST. None in the demo: the embedded backend."
+class AlertsConfig(ConfigModel):
+    backend_url: SecretUrlText | None = Field(
+        None, description="(credentials masked in every dump) HTTP(S) endpoint that receives alerts by POST. None in the demo: the embedded backend."
     )
     timeout_s: float = Field(5.0, gt=0, le=120, description="Per-request timeout.")
     retry_initial_s: float = Field(0.5, gt=0, le=60, description="First retry delay after a failed delivery.")
@@ -254,11 +266,19 @@ class AlertsConfig(Strict):
         "it is dead-lettered with its full payload. Outages (no connection, timeouts, 502/503/504, 429, 401/403/404) "
         "never count: they delay, never drop.",
     )
-    backend_token: str | None = Field(
-        None, min_length=16, max_length=512, pattern=r"^[\x21-\x7e]+$",
+    backend_token: SecretText | None = Field(
+        None, min_length=16, max_length=512,
         description="Bearer token sent as 'Authorization: Bearer ...' with every POST (required by a backend bound "
-        "to a non-loopback address; FBV_ALERTS__BACKEND_TOKEN). Masked in logs, config show and reports.",
+        "to a non-loopback address; FBV_ALERTS__BACKEND_TOKEN; 16-512 visible ASCII characters). A SecretStr: "
+        "masked in logs, config show, reports and errors.",
     )
+
+    @field_validator("backend_token")
+    @classmethod
+    def _visible_ascii(cls, token: SecretStr | None) -> SecretStr | None:
+        if token is not None and not all("\x21" <= c <= "\x7e" for c in token.get_secret_value()):
+            raise ValueError("must be visible ASCII characters only (no spaces, no control characters)")
+        return token
 
     @field_validator("backend_url")
     @classmethod
@@ -268,7 +288,7 @@ class AlertsConfig(Strict):
         return url
 
 
-class EvidenceConfig(Strict):
+class EvidenceConfig(ConfigModel):
     """Evidence with every raised and escalated alert: a snapshot and a clip (docs/evidence-and-review.md)."""
 
     enabled: bool = Field(True, description="Keep recent frames per camera and write a snapshot + clip per alert.")
@@ -312,7 +332,7 @@ class EvidenceConfig(Strict):
         return self.clip_pre_s + self.clip_post_s + 5.0
 
 
-class RunnerConfig(Strict):
+class RunnerConfig(ConfigModel):
     dashboard: bool = Field(True, description="Live terminal dashboard (rich) while running.")
     prometheus_port: int | None = Field(None, ge=1, le=65535, description="Serve /metrics on this port; None = off.")
     report_dir: Path = Field(Path("runs"), description="Where run reports (Markdown + JSON) are written.")
@@ -320,7 +340,7 @@ class RunnerConfig(Strict):
     restart_window_s: float = Field(60.0, gt=0, le=3600, description="Window of the restart budget.")
 
 
-class Settings(Strict):
+class Settings(ConfigModel):
     """The whole configuration."""
 
     redis: RedisConfig = Field(default_factory=RedisConfig, description="Redis connection and queue sizes.")
@@ -365,22 +385,36 @@ class Settings(Strict):
         return self
 
 
+# The sections of Settings as pydantic-settings sees them: only read by _EnvSource (which variables exist, which
+# values are lists or sections), never instantiated; validation is Settings' own.
+_SettingsFields = create_model("_SettingsFields", __base__=BaseSettings,
+                               **{name: (field.annotation, field) for name, field in Settings.model_fields.items()})
+
+
 class ConfigError(ValueError):
     """An invalid configuration; the message names every bad field."""
 
 
-def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str] | None:
-    """Field names allowed at ``loc`` (for 'extra key' errors)."""
+def _field_at(model: type[BaseModel], loc: tuple) -> tuple[Any, list[str] | None]:
+    """The pydantic field at ``loc`` (None when there is none) and the field names allowed beside it."""
     current: Any = model
-    for part in loc[:-1]:
+    field = None
+    for i, part in enumerate(loc):
         if isinstance(part, int) or current is None:
             continue
-        field = getattr(current, "model_fields", {}).get(part)
+        fields = getattr(current, "model_fields", {})
+        field = fields.get(part)
         if field is None:
-            return None
-        current = _model_of(field.annotation)
+            return None, (sorted(fields) if fields and i == len(loc) - 1 else None)
+        if i < len(loc) - 1:
+            current = _model_of(field.annotation)
     fields = getattr(current, "model_fields", None)
-    return sorted(fields) if fields else None
+    return field, (sorted(fields) if fields else None)
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str] | None:
+    """Field names allowed at ``loc`` (for 'extra key' errors)."""
+    return _field_at(model, loc)[1]
 
 
 def _model_of(annotation: Any) -> type[BaseModel] | None:
@@ -391,6 +425,19 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
         if found is not None:
             return found
     return None
+
+
+def _shown(given: Any, mark: Any) -> Any:
+    """What an error shows of a given value: secrets masked on the value itself, other text through redact_url."""
+    if mark is not None:
+        return mark.mask(given) if isinstance(given, str) else (MASK if given is not None else None)
+    if isinstance(given, SecretStr):
+        return MASK
+    if isinstance(given, str):
+        return redact_url(given)
+    if isinstance(given, (dict, list)):
+        return type(given).__name__
+    return given
 
 
 Origins = dict[tuple, str]  # a config path (keys, list indices as int) -> where its value came from
@@ -420,14 +467,13 @@ def format_validation_error(exc: ValidationError, source: str, *, env: Origins |
         if err["type"] == "frame_count_window":  # an old frame-count smoothing key: point at the key itself
             path, given = (*path, err["ctx"]["key"]), err["ctx"]["value"]
         loc = ".".join(str(p) for p in path) or "<root>"
+        field, allowed = _field_at(Settings, tuple(err["loc"]))
         if err["type"] == "extra_forbidden":
-            allowed = _allowed_keys(Settings, err["loc"])
             close = difflib.get_close_matches(str(err["loc"][-1]), allowed or [], n=1, cutoff=0.6)
             msg = ("unknown field" + (f"; did you mean {close[0]!r}?" if close else "")
                    + (f" allowed: {', '.join(allowed)}" if allowed else ""))
-        shown = redact_url(given) if isinstance(given, str) else given
-        if isinstance(shown, (dict, list)):
-            shown = type(shown).__name__
+        mark = secret_mark(field) if field is not None and err["type"] != "extra_forbidden" else None
+        shown = _shown(given, mark)
         where = _origin(path, env, lines)
         out.append(f"  {loc}: {msg} (given: {shown!r})" + (f" [from {where}]" if where else ""))
     return "\n".join(out)
@@ -458,49 +504,89 @@ def yaml_lines(text: str, filename: str) -> Origins:
     return out
 
 
-def _set_path(tree: dict, path: list[str], value: Any) -> None:
-    node: Any = tree
-    for i, part in enumerate(path):
-        last = i == len(path) - 1
-        if isinstance(node, list):
-            idx = int(part)
+class _EnvSource(EnvSettingsSource):
+    """pydantic-settings' environment source over a given mapping (the process's environment by default), with
+    YAML for list and section values."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(_SettingsFields, case_sensitive=False, env_prefix=ENV_PREFIX, env_nested_delimiter="__",
+                         env_parse_none_str="null")
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
+
+    def decode_complex_value(self, field_name: str, field: Any, value: Any) -> Any:
+        try:
+            return yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{ENV_PREFIX}{field_name.upper()}: not valid YAML: {exc}") from None
+
+
+def _merge(node: Any, override: Any, path: tuple) -> Any:
+    """``override`` (from the environment) over ``node`` (from the file): sections merge key by key, a list takes
+    ``{"<index>": ...}`` items (the index must exist), any other value replaces."""
+    if isinstance(node, list) and isinstance(override, dict) and all(str(k).isdigit() for k in override):
+        node = list(node)
+        for key, value in override.items():
+            idx = int(key)
             if idx >= len(node):
-                raise ConfigError(f"override {'__'.join(path)}: list index {idx} out of range (have {len(node)})")
-            if last:
-                node[idx] = value
-            else:
-                node = node[idx]
-            continue
-        if last:
-            node[part] = value
-        else:
-            if not isinstance(node.get(part), (dict, list)):
-                node[part] = {}
-            node = node[part]
+                raise ConfigError(f"override {ENV_PREFIX}{'__'.join(map(str, (*path, key))).upper()}: list index "
+                                  f"{idx} out of range (have {len(node)})")
+            node[idx] = _merge(node[idx], value, (*path, idx))
+        return node
+    if isinstance(override, dict) and isinstance(node, dict):
+        merged = dict(node)
+        for key, value in override.items():
+            merged[key] = _merge(node.get(key), value, (*path, key))
+        return merged
+    if isinstance(override, dict) and node is None:
+        return {key: _merge(None, value, (*path, key)) for key, value in override.items()}
+    return override
 
 
 def apply_env_overrides(tree: dict, environ: Mapping[str, str], origins: Origins | None = None) -> dict:
     """``tree`` with the environment's overrides; ``origins`` (when given) learns which variable set which path."""
-    tree = dict(tree)
-    if environ.get("REDIS_URL"):
-        tree.setdefault("redis", {})
-        tree["redis"] = {**(tree["redis"] or {}), "url": environ["REDIS_URL"]}
-        if origins is not None:
-            origins[("redis", "url")] = "REDIS_URL"
+    overrides: dict[str, Any] = dict(_EnvSource(environ)())
+    sections = set(Settings.model_fields)
     for key in sorted(environ):
-        if not key.startswith(ENV_PREFIX):
-            continue
-        path = [p.lower() for p in key[len(ENV_PREFIX):].split("__") if p]
+        path = [p.lower() for p in key[len(ENV_PREFIX):].split("__") if p] if key.upper().startswith(ENV_PREFIX) else []
         if not path:
             continue
-        try:
-            value = yaml.safe_load(environ[key])
-        except yaml.YAMLError:
-            value = environ[key]
-        _set_path(tree, path, value)
+        if path[0] not in sections:  # pydantic-settings reads known sections only: an unknown one is a mistake
+            overrides[path[0]] = environ[key] if len(path) == 1 else _nest(path[1:], environ[key])
+            if origins is not None:  # the error is on the section itself
+                origins.setdefault((path[0],), key)
         if origins is not None:
             origins[tuple(int(p) if p.isdigit() else p for p in path)] = key
-    return tree
+    if environ.get("REDIS_URL"):  # the conventional name, outside the FBV_ prefix
+        overrides["redis"] = {**(overrides.get("redis") or {}), "url": environ["REDIS_URL"]}
+        if origins is not None:
+            origins[("redis", "url")] = "REDIS_URL"
+    return _merge(dict(tree), _typed(overrides), ())
+
+
+def _typed(node: Any) -> Any:
+    """Scalar values from the environment as YAML reads them (``5`` an int, ``false`` a bool, as they were before
+    pydantic-settings: the frame-count messages and ``given:`` show the number); text stays the raw text, so a
+    quote in a password is never taken for YAML quoting."""
+    if isinstance(node, dict):
+        return {key: _typed(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_typed(value) for value in node]
+    if isinstance(node, str):
+        try:
+            value = yaml.safe_load(node)
+        except yaml.YAMLError:
+            return node
+        return value if isinstance(value, (int, float, bool)) else node
+    return node
+
+
+def _nest(path: list[str], value: Any) -> Any:
+    for part in reversed(path):
+        value = {part: value}
+    return value
 
 
 def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
@@ -519,9 +605,6 @@ def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | N
         raise ConfigError(f"config file {path} must hold a mapping at the top, not {type(tree).__name__}")
     env_origins: Origins = {}
     tree = apply_env_overrides(tree, environ, env_origins)
-    if "producer" in tree:  # renamed in 0.2: one name per stage (config, CLI, counters, metrics, docs)
-        raise ConfigError(f"invalid configuration ({path}): producer: the section is now called camera: "
-                          "(the camera manager's settings); rename the key (FBV_PRODUCER__X -> FBV_CAMERA__X)")
     try:
         settings = Settings.model_validate(tree)
     except ValidationError as exc:

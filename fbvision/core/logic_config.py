@@ -1,6 +1,7 @@
 """Configuration of the logic stage: thresholds, tracker, features, rules (with per-camera overrides).
 
-One strict pydantic tree (``extra="forbid"``: a misspelt key fails at start with its name), every field
+One strict pydantic tree (every model a :class:`~fbvision.core.configbase.ConfigModel`, ``extra="forbid"``: a
+misspelt key fails at start with its name), every field
 with a description and bounds. ``docs/rules.md`` explains each default. Per-camera
 :class:`CameraLogicOverrides` deep-merge partial rule parameters onto the base and are re-validated.
 """
@@ -11,18 +12,15 @@ import logging
 from enum import Enum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from fbvision.core.configbase import ConfigModel
 from fbvision.core.events import Severity, escalation_ladder
 
 logger = logging.getLogger(__name__)
 
 _DAY_S = 86_400.0
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
 class SmoothingKind(str, Enum):
@@ -58,7 +56,7 @@ def frame_count_message(data: dict[str, Any], key: str) -> str:
             f"the fewest frames seen in the window to decide (e.g. 3)")
 
 
-class SmoothingConfig(_Strict):
+class SmoothingConfig(ConfigModel):
     """Which filter smooths a rule's raw per-frame score before the episode logic sees it.
 
     Every window is in seconds of capture time, so one setting means the same at any frame rate. Gap policy
@@ -99,14 +97,14 @@ class SmoothingConfig(_Strict):
         return data
 
 
-class EscalationStep(_Strict):
+class EscalationStep(ConfigModel):
     after_s: float = Field(
         ge=0, le=7 * _DAY_S, description="Age of the condition (s since onset) for this step."
     )
     severity: Severity = Field(description="Severity from this age on.")
 
 
-class RuleConfig(_Strict):
+class RuleConfig(ConfigModel):
     """Parameters every rule shares: smoothing and the episode state machine."""
 
     enabled: bool = Field(default=True, description="Evaluate this rule at all.")
@@ -355,7 +353,7 @@ class RestlessRule(RuleConfig):
     )
 
 
-class RulesConfig(_Strict):
+class RulesConfig(ConfigModel):
     horse_down: HorseDownRule = Field(default_factory=HorseDownRule, description="Prolonged lying.")
     rolling: RollingRule = Field(default_factory=RollingRule, description="Repeated down/up or rolling.")
     too_fast: TooFastRule = Field(default_factory=TooFastRule, description="Sustained fast movement.")
@@ -374,7 +372,7 @@ TRACK_RULES: tuple[str, ...] = ("horse_down", "rolling", "too_fast")
 CAMERA_RULES: tuple[str, ...] = ("horse_absent", "camera_offline", "lying_time_low", "restless")
 
 
-class TimeBudgetConfig(_Strict):
+class TimeBudgetConfig(ConfigModel):
     """A horse's day: rolling counters of lying, standing, moving and absent time, lying bouts and posture
     changes, per track and per camera (``fbvision.logic.timebudget``; ``docs/rules.md``, "A horse's day").
 
@@ -445,7 +443,7 @@ class TimeBudgetConfig(_Strict):
         return self
 
 
-class BaselineConfig(_Strict):
+class BaselineConfig(ConfigModel):
     """Against the horse's own normal: per camera, its lying bouts and lying minutes per day over the last
     ``days`` days (``fbvision.logic.baseline``), persisted in Redis; read by ``horse_down`` in ``baseline`` mode.
 
@@ -478,7 +476,7 @@ class BaselineConfig(_Strict):
         return self
 
 
-class TrackerConfig(_Strict):
+class TrackerConfig(ConfigModel):
     """ByteTrack (the ``trackers`` package) plus re-linking of lost tracks to keep one id per horse."""
 
     frame_rate: float = Field(
@@ -553,7 +551,7 @@ class BodyLength(str, Enum):
     width = "width"
 
 
-class FeatureConfig(_Strict):
+class FeatureConfig(ConfigModel):
     """Posture (box vs the track's own standing baseline) and speed."""
 
     baseline_samples: int = Field(
@@ -594,7 +592,7 @@ class FeatureConfig(_Strict):
     )
 
 
-class LogicConfig(_Strict):
+class LogicConfig(ConfigModel):
     """Everything the logic stage needs, for all cameras."""
 
     nms_iou: float = Field(default=0.5, gt=0, le=1, description="Class-aware NMS IoU threshold.")
@@ -659,7 +657,7 @@ def _deep_merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class CameraLogicOverrides(_Strict):
+class CameraLogicOverrides(ConfigModel):
     """Per-camera settings: the stall polygon and partial rule overrides (deep-merged onto the base)."""
 
     stall_polygon: list[tuple[float, float]] | None = Field(

@@ -11,12 +11,18 @@
 * the same names as JSON/YAML/repr keys: ``"backend_token": "..."`` -> ``"backend_token": "***"``;
 * ``Bearer <token>`` / ``Basic <credentials>`` (an ``Authorization`` header's value).
 
-The masks stop at ``"``, ``'``, ``<`` and ``>``, so a JSON document stays JSON after redaction.
+The masks stop at ``"``, ``'``, ``<`` and ``>``, so a JSON document stays JSON after redaction. That makes
+:func:`redact_url` a net for free text (log lines, exception messages); a value known to be a URL or a secret is
+masked on its own, structurally, by :func:`mask_url` / :data:`MASK` (the config's secret fields are, in every dump:
+``fbvision.core.configbase``), which no quote or space in a password can defeat.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import re
+from collections.abc import Iterable
 
 _SCHEME = r"[a-z][a-z0-9+.\-]*://"
 # Either a plain user-info without ':' (a user or a token: cannot hold '/', '@' or spaces), or "user:password"
@@ -48,6 +54,33 @@ _AUTH_SCHEME = re.compile(
 )
 
 
+MASK = "***"
+_SECRET_PARAM_NAME = re.compile(rf"(?:{_SECRET_NAME})", re.IGNORECASE)
+
+
+def mask_url(url: str) -> str:
+    """``url`` (one URL, or any config value that may be one) with its credentials masked, structurally.
+
+    The user-info (everything between ``scheme://`` and the LAST ``@``: a password may hold ``@``, ``/``, ``:``,
+    quotes and spaces) becomes ``***``, and so does the value of every secret-named query parameter
+    (``?token=...``). Text that is not a ``scheme://`` URL (a file path, ``synthetic:running``) is returned as it is.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.\-]*", scheme):
+        return url
+    if "@" in rest:
+        rest = f"{MASK}@{rest.rpartition('@')[2]}"
+    head, qmark, query = rest.partition("?")
+    if qmark:
+        query, hash_, fragment = query.partition("#")
+        params = []
+        for param in query.split("&"):
+            name, eq, value = param.partition("=")
+            params.append(f"{name}={MASK}" if eq and value and _SECRET_PARAM_NAME.fullmatch(name) else param)
+        rest = f"{head}?{'&'.join(params)}{hash_}{fragment}"
+    return f"{scheme}://{rest}"
+
+
 def redact_url(text: str) -> str:
     """Mask credentials in every URL (and every ``secret=value``, ``Bearer token``) inside ``text``.
 
@@ -59,3 +92,53 @@ def redact_url(text: str) -> str:
         lambda m: f"{m.group('key')}***{m.group('vq')}" if m.group("value") else m.group(0), text
     )
     return _AUTH_SCHEME.sub(lambda m: f"{m.group('scheme')}***", text)
+
+
+def url_secrets(url: str) -> list[str]:
+    """The secret parts of one URL, as they appear in it: the user-info, its password, secret query values."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return []
+    found = []
+    if "@" in rest:
+        userinfo = rest.rpartition("@")[0]
+        found += [userinfo, userinfo.partition(":")[2]]
+    for param in rest.partition("?")[2].partition("#")[0].split("&"):
+        name, eq, value = param.partition("=")
+        if eq and value and _SECRET_PARAM_NAME.fullmatch(name):
+            found.append(value)
+    return [s for s in found if s]
+
+
+class KnownSecrets(logging.Filter):
+    """Masks the given secret values, literally, in every record's message (then :func:`redact_url` as a net).
+
+    A value known from the configuration is found as it is, whatever quotes or spaces it holds, which no pattern
+    over the text can promise. Values shorter than 4 characters are not searched (they would mask common words)."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        self.secrets: list[str] = []
+        self.add(secrets)
+
+    def add(self, secrets: Iterable[str]) -> None:
+        # Also as a repr() or JSON string writes them (a dict in a %r, a JSON dump): quotes escaped there.
+        forms = {form for s in secrets if s and len(s) >= 4
+                 for form in (s, repr(s)[1:-1], repr(f"'{s}")[2:-1], json.dumps(s)[1:-1])}
+        self.secrets = sorted({*self.secrets, *forms}, key=len, reverse=True)
+
+    def mask(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, MASK)
+        return redact_url(text)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = self.mask(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        if record.exc_info and not record.exc_text:  # a traceback's text too (the exception's message)
+            record.exc_text = self.mask(logging.Formatter().formatException(record.exc_info))
+        elif record.exc_text:
+            record.exc_text = self.mask(record.exc_text)
+        return True

@@ -24,9 +24,10 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable
 from pathlib import Path
 
-from fbvision.core.redact import redact_url
+from fbvision.core.redact import KnownSecrets, redact_url
 
 RUN_LOG = "run.log"
 FORMAT = "%(asctime)s %(levelname)-7s [%(stage)s] %(name)s: %(message)s"
@@ -174,13 +175,16 @@ class RunLog:
     ``start()`` adds the two handlers to the root logger (the runner's own records go the same way) and listens
     on the queue; ``stop()`` handles what is still queued, then removes them."""
 
-    def __init__(self, run_dir: Path, level: int = logging.INFO, *, context=None, pane_size: int = 8):
+    def __init__(self, run_dir: Path, level: int = logging.INFO, *, context=None, pane_size: int = 8,
+                 secrets: Iterable[str] = ()):
         import multiprocessing as mp
 
         self.path = Path(run_dir) / RUN_LOG
         self.level = level
         self.queue = (context or mp.get_context("spawn")).Queue()
         self.pane = PaneHandler(pane_size)
+        # The configuration's secrets, masked literally in every record run.log and the pane get (add() more).
+        self.secrets = KnownSecrets(secrets)
         self.file: logging.FileHandler | None = None
         self._listener: logging.handlers.QueueListener | None = None
         self._saved_level: int | None = None
@@ -194,6 +198,7 @@ class RunLog:
         root = logging.getLogger()
         for handler in (self.file, self.pane):
             handler.addFilter(StageName("runner"))
+            handler.addFilter(self.secrets)
             root.addHandler(handler)
         self._saved_level = root.level
         if root.level == logging.NOTSET or root.level > self.level:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fbvision.core.logic_config import effective_rules
-from fbvision.core.redact import redact_url
+from fbvision.core.redact import mask_url, redact_url
 from fbvision.run.dashboard import batch_mix, collect, drops, engine_busy, latency_table
 
 if TYPE_CHECKING:
@@ -100,7 +100,7 @@ def camera_runs(settings, state: dict) -> dict[str, dict]:
         frames = pushed.get(cam.id, 0)
         detail = redact_url(str(status["detail"])) if status.get("detail") else None
         problem = redact_url(str(status["problem"])) if status.get("problem") else None
-        entry = {"source": redact_url(cam.source), "ran": frames > 0, "frames_pushed": frames,
+        entry = {"source": mask_url(cam.source), "ran": frames > 0, "frames_pushed": frames,
                  "state": status.get("state"), "detail": detail, "problem": problem,
                  "failed": bool(status.get("failed"))}
         if not entry["ran"]:
@@ -239,9 +239,9 @@ def build_report(run: PipelineRun, ended_at: float) -> dict:
         "duration_s": round(duration, 2),
         "exit_reason": run.exit_reason,
         "restarts": dict(run.supervisor.restart_counts) if run.supervisor else {},
-        "redis": redact_url(run.redis_url or ""),
+        "redis": mask_url(run.redis_url or ""),
         # The ephemeral frames Redis when the two roles are split (redis.frames_url), else None: one server.
-        "frames_redis": redact_url(run.settings.redis.frames_url) if run.settings.redis.frames_url else None,
+        "frames_redis": mask_url(run.settings.redis.frames_url) if run.settings.redis.frames_url else None,
         "provider": snap_inf.get("provider"),
         # FP32 or the INT8 variant (model.precision), and why (fbvision.inference.engines.variants.Choice)
         "model_precision": snap_inf.get("model_precision"),
@@ -261,7 +261,7 @@ def build_report(run: PipelineRun, ended_at: float) -> dict:
         # What the worker runs with after auto-tune (the configured inference.max_batch when it was off).
         "batch": {"chosen": snap_inf.get("max_batch"), "max_wait_ms": snap_inf.get("max_wait_ms"),
                   "configured": run.settings.inference.max_batch, "autotune": run.settings.inference.autotune},
-        "config": json.loads(redact_url(run.settings.model_dump_json())),
+        "config": run.settings.model_dump(mode="json"),  # secrets masked by the model (core/configbase.py)
         "frames": {
             "pushed_per_camera": {k.split(":", 1)[1]: int(v) for k, v in state.get("camera", {}).items()
                                   if k.startswith("frames_pushed:")},

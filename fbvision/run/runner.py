@@ -13,8 +13,9 @@ from pathlib import Path
 import requests
 
 from fbvision.core.config import Settings
+from fbvision.core.configbase import dump_json_with_secrets, secret_values
 from fbvision.core.procutil import cpu_seconds
-from fbvision.core.redact import redact_url
+from fbvision.core.redact import mask_url, url_secrets
 from fbvision.core.transport import Transport, TransportUnavailable
 from fbvision.run.logs import RunLog
 from fbvision.run.redis_server import EmbeddedRedis, free_port
@@ -74,7 +75,7 @@ class PipelineRun:
         self.steady_from: tuple[float, int, dict[str, float]] | None = None
         self.steady_to: tuple[float, int, dict[str, float]] | None = None
         # run.log (always) and the dashboard's log pane, for the stages' records and the runner's.
-        self.run_log = RunLog(self.run_dir, log_level)
+        self.run_log = RunLog(self.run_dir, log_level, secrets=secret_values(settings))
         self.stop_status = ""  # what the warm stop is doing now (the dashboard shows it)
         self.on_progress = None  # called after each stop step (the dashboard refreshes)
 
@@ -85,6 +86,7 @@ class PipelineRun:
         if not self.redis_url:
             self.redis = EmbeddedRedis().start()
             self.redis_url = self.redis.url
+            self.run_log.secrets.add(url_secrets(self.redis_url))  # its generated password
         self.transport = Transport.from_config(self.settings.redis, url=self.redis_url, client_name="fbv-runner")
         self.transport.wait_ready()
         backend: list[StageSpec] = []
@@ -92,7 +94,7 @@ class PipelineRun:
             port = free_port()
             self.backend_base = f"http://127.0.0.1:{port}"
             self.backend_url = f"{self.backend_base}/alerts"
-        cfg = self.settings.model_dump_json()
+        cfg = dump_json_with_secrets(self.settings)  # the stages need the secrets; every other dump masks them
         if self.backend_base is not None:
             backend.append(StageSpec("backend", backend_stage, (str(self.run_dir / "alerts.sqlite"), port,
                                                                 str(self.settings.evidence.dir), cfg, self.redis_url)))
@@ -111,8 +113,8 @@ class PipelineRun:
                                      log_queue=self.run_log.queue)
         self.supervisor.start()
         frames = self.settings.redis.frames_url
-        logger.info("pipeline started: redis %s%s, backend %s, run dir %s", redact_url(self.redis_url),
-                    f" (frames: {redact_url(frames)})" if frames else "", self.backend_url, self.run_dir)
+        logger.info("pipeline started: redis %s%s, backend %s, run dir %s", mask_url(self.redis_url),
+                    f" (frames: {mask_url(frames)})" if frames else "", mask_url(self.backend_url), self.run_dir)
 
         if self.backend_base is not None:
             logger.info("review page: %s/review (alerts with their snapshot and clip, verdicts)", self.backend_base)
@@ -123,10 +125,10 @@ class PipelineRun:
         cameras = self.settings.cameras
         n = self.settings.camera.resolved_processes(sum(1 for c in cameras if c.enabled))
         if n <= 1:
-            return [StageSpec("camera", camera_stage, (self.settings.model_dump_json(), self.redis_url))]
+            return [StageSpec("camera", camera_stage, (dump_json_with_secrets(self.settings), self.redis_url))]
         specs = []
         for k in range(n):
-            part = self.settings.model_copy(update={"cameras": cameras[k::n]}).model_dump_json()
+            part = dump_json_with_secrets(self.settings.model_copy(update={"cameras": cameras[k::n]}))
             specs.append(StageSpec(f"camera-{k + 1}", camera_part_stage, (part, self.redis_url, k)))
         return specs
 

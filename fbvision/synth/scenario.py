@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from fbvision.core.configbase import ConfigModel
 
 Behaviour = Literal[
     "standing",
@@ -44,10 +46,8 @@ Look = Literal["day", "night"]
 _SCENARIO_DIR = "scenarios"  # inside the fbvision.synth package
 
 
-class Segment(BaseModel):
+class Segment(ConfigModel, frozen=True):
     """One behaviour held for ``duration_s`` seconds."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     behaviour: Behaviour = Field(description="what the horse does during this segment")
     duration_s: float = Field(gt=0, le=24 * 3600, description="length of the segment in seconds")
@@ -68,10 +68,8 @@ class Segment(BaseModel):
         return value
 
 
-class HorseScript(BaseModel):
+class HorseScript(ConfigModel, frozen=True):
     """One horse and its behaviour script; the optional fields pin what the seed would otherwise choose."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: str = Field(min_length=1, max_length=64, description="horse id, unique within the scenario")
     script: list[Segment] = Field(min_length=1, description="behaviours in order")
@@ -97,10 +95,8 @@ class HorseScript(BaseModel):
         return float(sum(segment.duration_s for segment in self.script))
 
 
-class CameraSettings(BaseModel):
+class CameraSettings(ConfigModel, frozen=True):
     """Sensor artefacts applied to every rendered frame."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     noise: float | None = Field(
         default=None,
@@ -117,10 +113,8 @@ class CameraSettings(BaseModel):
     shadows: bool = Field(default=True, description="draw a soft shadow under each horse")
 
 
-class Scenario(BaseModel):
+class Scenario(ConfigModel, frozen=True):
     """A stall, a look, a camera and the horses' scripts."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(min_length=1, max_length=128)
     description: str = Field(default="", description="free text")

@@ -138,9 +138,27 @@ def test_cli_check_reports_field(tmp_path):
     assert "camera.jpeg_quality" in proc.stderr
 
 
-def test_the_old_producer_section_says_it_is_now_camera(tmp_path):
+def test_an_unknown_section_is_refused_listing_the_sections(tmp_path):
+    # (There was a special "renamed in 0.2" message for a `producer:` section here; a 0.1.0 package has no old
+    # name to migrate from (issue 24), so it is an unknown field like any other, with the sections listed.)
     path = tmp_path / "old.yaml"
     path.write_text("producer:\n  jpeg_quality: 80\n")
-    with pytest.raises(ConfigError, match=r"producer: the section is now called camera:"):
+    with pytest.raises(ConfigError, match=r"producer: unknown field allowed: alerts, camera, cameras"):
         load_settings(path, environ={})
     assert load_settings(write(tmp_path, "camera:\n  jpeg_quality: 80\n"), environ={}).camera.jpeg_quality == 80
+
+
+def test_an_env_variable_for_a_section_that_does_not_exist_is_an_error_not_ignored(tmp_path):
+    with pytest.raises(ConfigError) as exc:
+        load_settings(write(tmp_path, "{}"), environ={"FBV_INFRENCE__MAX_BATCH": "4"})
+    assert "infrence: unknown field" in str(exc.value)
+    assert "[from environment variable FBV_INFRENCE__MAX_BATCH]" in str(exc.value)
+
+
+def test_env_values_are_typed_by_the_field_lists_and_null_as_yaml(tmp_path):
+    s = load_settings(write(tmp_path, "runner: {prometheus_port: 9100}\n"), environ={
+        "FBV_MODEL__PROVIDERS": "[cpu]", "FBV_RUNNER__PROMETHEUS_PORT": "null", "fbv_camera__jpeg_quality": "70",
+        "FBV_CAMERAS": "[{id: a, source: 'synthetic:running'}]",
+    })
+    assert s.model.providers == ["cpu"] and s.runner.prometheus_port is None and s.camera.jpeg_quality == 70
+    assert [c.id for c in s.cameras] == ["a"]
