@@ -39,14 +39,16 @@ SERIAL_EXCEPTIONS = (
 )
 
 
+def _under(rel: str, paths: tuple[str, ...]) -> bool:
+    return any(rel == p or rel.startswith(p + "/") for p in paths)
+
+
 def _is_parallel_safe(path: Path) -> bool:
     try:
         rel = path.resolve().relative_to(ROOT).as_posix()
     except ValueError:
         return False
-    if any(rel == p or rel.startswith(p + "/") for p in SERIAL_EXCEPTIONS):
-        return False
-    return any(rel == p or rel.startswith(p + "/") for p in PARALLEL_SAFE)
+    return _under(rel, PARALLEL_SAFE) and not _under(rel, SERIAL_EXCEPTIONS)
 
 
 def pytest_collection_modifyitems(config, items):

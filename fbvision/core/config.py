@@ -412,11 +412,6 @@ def _field_at(model: type[BaseModel], loc: tuple) -> tuple[Any, list[str] | None
     return field, (sorted(fields) if fields else None)
 
 
-def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str] | None:
-    """Field names allowed at ``loc`` (for 'extra key' errors)."""
-    return _field_at(model, loc)[1]
-
-
 def _model_of(annotation: Any) -> type[BaseModel] | None:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation

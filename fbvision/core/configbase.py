@@ -58,9 +58,7 @@ def _revealing(info: SerializationInfo) -> bool:
 def _dump_secret_text(value: SecretStr | str | None, info: SerializationInfo) -> str | None:
     if value is None:
         return None
-    if not _revealing(info):
-        return MASK
-    return value.get_secret_value() if isinstance(value, SecretStr) else value
+    return reveal(value) if _revealing(info) else MASK
 
 
 def _dump_secret_url(value: str | None, info: SerializationInfo) -> str | None:

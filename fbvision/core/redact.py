@@ -58,6 +58,12 @@ MASK = "***"
 _SECRET_PARAM_NAME = re.compile(rf"(?:{_SECRET_NAME})", re.IGNORECASE)
 
 
+def _secret_param_value(param: str) -> str | None:
+    """The value of one ``name=value`` query parameter when its name is a secret's (and it has one), else None."""
+    name, eq, value = param.partition("=")
+    return value if eq and value and _SECRET_PARAM_NAME.fullmatch(name) else None
+
+
 def mask_url(url: str) -> str:
     """``url`` (one URL, or any config value that may be one) with its credentials masked, structurally.
 
@@ -75,8 +81,8 @@ def mask_url(url: str) -> str:
         query, hash_, fragment = query.partition("#")
         params = []
         for param in query.split("&"):
-            name, eq, value = param.partition("=")
-            params.append(f"{name}={MASK}" if eq and value and _SECRET_PARAM_NAME.fullmatch(name) else param)
+            secret = _secret_param_value(param)
+            params.append(param if secret is None else f"{param.partition('=')[0]}={MASK}")
         rest = f"{head}?{'&'.join(params)}{hash_}{fragment}"
     return f"{scheme}://{rest}"
 
@@ -104,9 +110,9 @@ def url_secrets(url: str) -> list[str]:
         userinfo = rest.rpartition("@")[0]
         found += [userinfo, userinfo.partition(":")[2]]
     for param in rest.partition("?")[2].partition("#")[0].split("&"):
-        name, eq, value = param.partition("=")
-        if eq and value and _SECRET_PARAM_NAME.fullmatch(name):
-            found.append(value)
+        secret = _secret_param_value(param)
+        if secret is not None:
+            found.append(secret)
     return [s for s in found if s]
 
 

@@ -62,7 +62,7 @@ def test_each_camera_in_order_by_one_worker_at_a_time(workers_run):
     run = workers_run.run
     rec = _recordings(run)
     assert rec["pid"].nunique() >= 3  # logic-1, logic-2, and their restarted / rejoined processes
-    ranges, late = [], 0
+    taken_by, late = [], 0
     for (cam, pid), g in rec.groupby(["camera_id", "pid"]):
         seqs = g.sort_values(["part", "order"])["seq"].drop_duplicates().tolist()
         taken, newest = [], -1
@@ -72,7 +72,7 @@ def test_each_camera_in_order_by_one_worker_at_a_time(workers_run):
             else:
                 taken.append(seq)
                 newest = seq
-        ranges.append((cam, taken, pid))
+        taken_by.append((cam, taken, pid))
     logged_skips = sum(log.read_text(errors="replace").count("is older than the last one")
                        for log in run.run_dir.glob("logic-*.log"))
     assert late <= logged_skips, (late, logged_skips)
@@ -80,7 +80,7 @@ def test_each_camera_in_order_by_one_worker_at_a_time(workers_run):
     # only at hand-overs (a camera may go A -> B -> A when a worker leaves and joins, so the spans of one process
     # can enclose another's; two workers judging at once would interleave frame by frame instead).
     owners: dict[str, dict[int, int]] = {}
-    for cam, taken, pid in ranges:
+    for cam, taken, pid in taken_by:
         for seq in taken:
             other = owners.setdefault(cam, {}).setdefault(seq, pid)
             assert other == pid, f"camera {cam}: seq {seq} judged by processes {other} and {pid}"
