@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 logger = logging.getLogger(__name__)
 
@@ -189,7 +189,22 @@ class AlertEvent(BaseModel):
 
     @classmethod
     def from_json(cls, text: str | bytes) -> AlertEvent:
-        return cls.model_validate_json(text)
+        """Read an event from the wire, tolerant of what a newer writer added.
+
+        Strict when written, tolerant when read: building an event in code refuses an unknown field (a typo), but
+        a reader - delivery, a backend - ignores fields it does not know (in the event and in its evidence), so
+        a newer logic worker's alerts still pass an older delivery and backend during a rolling upgrade
+        (docs/alerts.md). A breaking change bumps ``schema_version``, which a reader still refuses. The text is
+        parsed once: not-JSON is a :class:`~pydantic.ValidationError` whose first error has the type
+        ``json_invalid`` (:func:`is_not_json`).
+        """
+        return cls.model_validate_json(text, extra="ignore")
+
+
+def is_not_json(exc: ValidationError) -> bool:
+    """Whether validating a text failed because it is not JSON at all (rather than not a valid event)."""
+    errors = exc.errors(include_url=False)
+    return bool(errors) and errors[0]["type"] == "json_invalid"
 
 
 def escalation_ladder(

@@ -123,6 +123,39 @@ def test_poison_alerts_are_dead_lettered_and_do_not_block_the_queue(transport, b
     assert all(d["queue"] == "alerts:outbox" for d in transport.dead_letters())
 
 
+def newer_writer(alert: AlertEvent) -> bytes:
+    """``alert`` as a newer logic worker would write it: a field this version does not know, in the event and in
+    its evidence (schema_version unchanged - an additive change)."""
+    tree = json.loads(alert.to_json())
+    tree["posture"] = {"class": "horse_lying", "confidence": 0.93}
+    tree["evidence"]["posture_source"] = "model"
+    return json.dumps(tree).encode()
+
+
+@pytest.mark.timeout(30)
+def test_a_newer_writers_alert_passes_delivery_and_backend_with_its_fields_kept(transport, backend):
+    # Rolling upgrade: logic already new, delivery and backend still this version (docs/alerts.md: a consumer
+    # accepts fields it does not know). Nothing is dead-lettered and the backend keeps the body verbatim.
+    alerts = alerts_for("cam1", 3)
+    transport.add_alerts([newer_writer(a) for a in alerts])
+    with Running(AlertDelivery(transport, FAST, "d", backend_url=backend.url)):
+        assert wait_until(lambda: len(backend.alerts()) == 3 and transport.outbox_pending() == 0, 10)
+    assert transport.dead_letters() == []
+    stored = backend.alerts()
+    assert [a["idempotency_key"] for a in stored] == [a.idempotency_key for a in alerts]
+    assert all(a["posture"] == {"class": "horse_lying", "confidence": 0.93} for a in stored)
+    assert all(a["evidence"]["posture_source"] == "model" for a in stored)
+
+
+def test_building_an_event_in_code_still_refuses_an_unknown_field():
+    # Strict when written, tolerant when read: a typo in the producer is an error, not a silently dropped field.
+    with pytest.raises(ValueError, match="severty"):
+        AlertEvent(idempotency_key="k", camera_id="c", rule="r", severity=Severity.info, severty="x",
+                   state=AlertState.raised, started_at=1.0, updated_at=1.0, evidence=Evidence(seq=1))
+    with pytest.raises(ValueError, match="sqe"):
+        Evidence(seq=1, sqe=2)
+
+
 class CrashAfterPost(requests.Session):
     """POSTs for real, then 'dies' before the outbox entry is acknowledged."""
 

@@ -56,7 +56,6 @@ def backend(tmp_path):
     (body_with(severity="apocalyptic"), 422),
     (body_with(started_at="yesterday"), 422),
     (body_with(schema_version=99), 422),
-    (body_with(unexpected_field=1), 422),
     (json.dumps("a string").encode(), 422),
 ])
 def test_bad_alerts_get_an_answer_and_store_nothing(backend, body, status):
@@ -65,6 +64,17 @@ def test_bad_alerts_get_an_answer_and_store_nothing(backend, body, status):
     assert "error" in r.json()
     assert backend.alerts() == []
     assert requests.get(f"{backend.base_url}/health", timeout=5).json()["status"] == "ok"  # still serving
+
+
+def test_an_unknown_field_is_accepted_and_kept_verbatim(backend):
+    # Forward compatibility (docs/alerts.md, "accept fields it does not know"): a newer writer's additive field is
+    # stored, not refused; only a different schema_version is (above).
+    tree = json.loads(event().to_json())
+    tree["unexpected_field"] = 1
+    tree["evidence"]["also_new"] = [1, 2]
+    assert post(backend.url, json.dumps(tree).encode()).status_code == 201
+    (stored,) = backend.alerts()
+    assert stored["unexpected_field"] == 1 and stored["evidence"]["also_new"] == [1, 2]
 
 
 def test_largest_storable_track_id_is_stored(backend):
