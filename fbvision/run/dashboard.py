@@ -8,17 +8,13 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import TYPE_CHECKING
 
 from rich.console import Console, Group
 from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from fbvision.core.transport import TransportUnavailable
-
-if TYPE_CHECKING:
-    from fbvision.run.runner import PipelineRun
+from fbvision.run.state import RunView, any_simulated, batch_mix, collect, drops, engine_busy, latency_table
 
 FPS_WINDOW_S = 10.0  # fps = frames pushed over the last 10 s (a 1 s window flickers 4.9/5.9 for a 5 fps camera)
 LEVEL_STYLE = {"WARNING": "yellow", "ERROR": "red", "CRITICAL": "bold red"}
@@ -26,75 +22,13 @@ STATE_STYLE = {"online": "green", "reconnecting": "yellow", "connecting": "yello
 SEVERITY_STYLE = {"info": "cyan", "warning": "yellow", "critical": "bold red"}
 
 
-def collect(run: PipelineRun) -> dict:
-    """One consistent read of the pipeline's state (also used by the report)."""
-    t = run.transport
-    state = {"at": time.time(), "ok": True}
-    try:
-        state["camera"] = t.stats("camera")
-        state["inference"] = t.stats("inference")
-        state["logic"] = t.stats("logic")
-        state["delivery"] = t.stats("delivery")
-        state["queue"] = t.stats("queue")
-        state["queue_depth"] = t.frame_queue_depth()
-        state["cameras"] = t.camera_statuses()
-        state["snapshots"] = t.snapshots()
-        state["outbox_pending"] = t.outbox_pending()
-        state["result_backlog"] = t.result_backlog()
-        # Malformed ids/values the reads above skipped (written to Redis by something that is not a stage).
-        state["invalid_ids"] = dict(t.invalid_ids)
-    except TransportUnavailable as exc:
-        state.update(ok=False, error=str(exc))
-    return state
-
-
-def engine_busy(state: dict) -> dict[str, float]:
-    """Each inference worker's ``engine_busy_fraction`` (time inside infer / wall time over its last counter
-    flush), from its snapshot; well-formed values only."""
-    return {name.split(":", 1)[1]: float(s["engine_busy_fraction"])
-            for name, s in sorted(state.get("snapshots", {}).items())
-            if name.startswith("inference:") and isinstance(s, dict)
-            and isinstance(s.get("engine_busy_fraction"), (int, float))}
-
-
-def any_simulated(state: dict) -> bool:
-    """Whether an inference worker runs a SIMULATED engine (model.engine: sim / null)."""
-    return any(isinstance(s, dict) and s.get("engine_simulated") is True
-               for name, s in state.get("snapshots", {}).items() if name.startswith("inference:"))
-
-
-def latency_table(snapshots: dict, key: str = "latency_s") -> dict[str, dict]:
-    """The logic workers' latency summaries (the first one that has them): ``latency_s`` over the last 4096
-    results, ``latency_s_1m`` over the last minute, ``latency_s_all`` since the worker started."""
-    for name, snap in sorted(snapshots.items()):
-        if name.startswith("logic:") and isinstance(snap.get(key), dict):
-            # Well-formed rows only: snapshots are JSON anyone with Redis access can write.
-            return {stage: s for stage, s in snap[key].items()
-                    if isinstance(s, dict) and all(isinstance(v, (int, float)) for v in s.values())}
-    return {}
-
-
-def batch_mix(inference_stats: dict) -> dict[int, int]:
-    # Only well-formed fields: the counters hash is writable by anything with Redis access.
-    return {int(k.split(":", 1)[1]): int(v) for k, v in inference_stats.items()
-            if k.startswith("batch_size:") and k.split(":", 1)[1].isdigit()}
-
-
-def drops(state: dict) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for stage in ("camera", "queue", "inference", "logic", "delivery"):
-        for key, value in state.get(stage, {}).items():
-            if key.startswith("dropped:") and key.count(":") == 1:
-                out[f"{stage}:{key.split(':', 1)[1]}"] = int(value)
-    return out
-
-
 class Dashboard:
-    def __init__(self, run: PipelineRun, *, enabled: bool = True, refresh_s: float = 1.0):
+    def __init__(self, run: RunView, *, enabled: bool = True, refresh_s: float = 1.0, force_terminal: bool = False):
         self.run = run
         self.enabled = enabled
         self.refresh_s = refresh_s
-        self.console = Console(stderr=False, force_terminal=True if getattr(run, "force_terminal", False) else None)
+        # --dashboard: paint even when stdout is not a terminal (else rich decides)
+        self.console = Console(stderr=False, force_terminal=True if force_terminal else None)
         self._live: Live | None = None
         self._last_update = 0.0
         self._samples: deque[tuple[float, dict]] = deque()  # (monotonic, frames pushed per camera)
@@ -145,8 +79,7 @@ class Dashboard:
         pane.add_column("level", no_wrap=True)
         pane.add_column("stage", no_wrap=True)
         pane.add_column("message", overflow="fold")
-        run_log = getattr(self.run, "run_log", None)
-        for at, level, stage, text in (run_log.pane.recent() if run_log is not None else []):
+        for at, level, stage, text in self.run.run_log.pane.recent():
             style = LEVEL_STYLE.get(level, "white")
             pane.add_row(time.strftime("%H:%M:%S", time.localtime(at)), f"[{style}]{level}[/]", stage,
                          escape(text))
@@ -158,8 +91,8 @@ class Dashboard:
         restarts = sum(run.supervisor.restart_counts.values()) if run.supervisor else 0
         head = (f"[bold]fbvision[/bold]  running {elapsed:5.0f} s   queue depth {state['queue_depth']}   "
                 f"restarts {restarts}   outbox pending {state['outbox_pending']}")
-        if run.stop_requested or getattr(run, "stop_status", ""):
-            head += f"\n[bold yellow]stopping:[/] {escape(getattr(run, 'stop_status', '') or 'finishing in-flight work')}"
+        if run.stop_requested or run.stop_status:
+            head += f"\n[bold yellow]stopping:[/] {escape(run.stop_status or 'finishing in-flight work')}"
 
         cams = Table(title="cameras", expand=False)
         for col in ("camera", "state", f"fps ({self.fps_window_s:.0f} s)", "frames"):

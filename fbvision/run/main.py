@@ -76,8 +76,7 @@ def run(args: argparse.Namespace) -> int:
         print("--preview needs the recording: drop --no-record", file=sys.stderr)
         return 2
     pipeline = PipelineRun(settings, run_dir, dashboard=dashboard, log_level=level, record=not args.no_record,
-                           preview=args.preview)
-    pipeline.force_terminal = forced
+                           preview=args.preview, force_terminal=forced)
     pipeline.install_signal_handlers()
     outcome = pipeline.execute(args.duration)
     md = (outcome.run_dir / "report.md").read_text()

@@ -10,14 +10,10 @@ import os
 import platform
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from fbvision.core.logic_config import effective_rules
 from fbvision.core.redact import mask_url, redact_url
-from fbvision.run.dashboard import batch_mix, collect, drops, engine_busy, latency_table
-
-if TYPE_CHECKING:
-    from fbvision.run.runner import PipelineRun
+from fbvision.run.state import RunView, batch_mix, collect, drops, engine_busy, latency_table
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +63,7 @@ def onnxruntime_build() -> dict:
             "available_providers": list(ort.get_available_providers())}
 
 
-def read_alerts(run: PipelineRun) -> list[dict]:
+def read_alerts(run: RunView) -> list[dict]:
     db = run.run_dir / "alerts.sqlite"
     if db.exists():
         from fbvision.alerts.backend import AlertStore
@@ -110,7 +106,7 @@ def camera_runs(settings, state: dict) -> dict[str, dict]:
     return out
 
 
-def ground_truth_section(run: PipelineRun, alerts: list[dict], ended_at: float, state: dict) -> dict | None:
+def ground_truth_section(run: RunView, alerts: list[dict], ended_at: float, state: dict) -> dict | None:
     """Alerts versus what the synthetic scenes say should happen. A camera that never ran (its source could
     not be opened: a misspelt scene, a missing file) is "not run", not a miss of every alert it would have
     had; an unknown scene never raises here."""
@@ -225,7 +221,7 @@ def steady_figures(start, end) -> dict:
             "cpu_s": cpu, "cpu_ms_per_frame": per_frame}
 
 
-def build_report(run: PipelineRun, ended_at: float) -> dict:
+def build_report(run: RunView, ended_at: float) -> dict:
     state = collect(run)
     alerts = read_alerts(run)
     duration = max(1e-9, ended_at - run.started_at)
@@ -275,8 +271,7 @@ def build_report(run: PipelineRun, ended_at: float) -> dict:
         "latency_ms_since_start": {stage: {k: (round(v * 1000, 2) if k != "count" else int(v)) for k, v in s.items()}
                                    for stage, s in latency_table(state.get("snapshots", {}), "latency_s_all").items()},
         # Each stage's last error record (message + traceback tail), from the run's log: why a stage crashed.
-        "stage_errors": json.loads(redact_url(json.dumps(run.run_log.pane.last_errors)))
-        if getattr(run, "run_log", None) else {},
+        "stage_errors": json.loads(redact_url(json.dumps(run.run_log.pane.last_errors))),
         "run_log": "run.log",
         "drops": drops(state),
         # CPU seconds per stage process (children included) over the run, and per judged frame
@@ -480,7 +475,7 @@ def autotune_lines(r: dict) -> list[str]:
     return lines
 
 
-def add_evidence(report: dict, run: PipelineRun) -> None:
+def add_evidence(report: dict, run: RunView) -> None:
     """Each raised (and escalated) alert's evidence - written during the run by the camera manager, the same way for
     every camera kind - as ``snapshot`` / ``clip`` paths relative to the run directory (None when missing), and the
     evidence figures: counters (written, short clips and why, missing), the frame rings' memory, time from alert to
@@ -522,7 +517,7 @@ def add_evidence(report: dict, run: PipelineRun) -> None:
     }
 
 
-def add_previews(report: dict, run: PipelineRun) -> None:
+def add_previews(report: dict, run: RunView) -> None:
     """An annotated MP4 per synthetic camera from the run's recording (``run_all.py --preview``)."""
     from fbvision.lab.replay import recording_previews, synthetic_scenes
     from fbvision.logic.recorder import read_recording

@@ -17,8 +17,10 @@ from fbvision.core.configbase import dump_json_with_secrets, secret_values
 from fbvision.core.procutil import cpu_seconds
 from fbvision.core.redact import mask_url, url_secrets
 from fbvision.core.transport import Transport, TransportUnavailable
+from fbvision.run.dashboard import Dashboard
 from fbvision.run.logs import RunLog
 from fbvision.run.redis_server import EmbeddedRedis, free_port
+from fbvision.run.report import add_evidence, add_previews, build_report, write_report
 from fbvision.run.stages import (
     backend_stage,
     camera_part_stage,
@@ -46,7 +48,7 @@ class PipelineRun:
 
     def __init__(self, settings: Settings, run_dir: Path, *, dashboard: bool | None = None,
                  log_level: int = logging.INFO, record: bool = True, drain_s: float = 10.0,
-                 preview: bool = False):
+                 preview: bool = False, force_terminal: bool = False):
         self.settings = settings
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -59,6 +61,7 @@ class PipelineRun:
         self.record = record
         self.preview = preview  # annotated MP4 per synthetic camera at the end (needs the recording)
         self.drain_s = drain_s
+        self.force_terminal = force_terminal  # --dashboard: paint the dashboard even when stdout is not a terminal
         self.redis: EmbeddedRedis | None = None
         self.redis_url = settings.redis.url
         self.backend_url = settings.alerts.backend_url
@@ -238,11 +241,8 @@ class PipelineRun:
             return []
 
     def execute(self, duration_s: float | None) -> RunOutcome:
-        from fbvision.run.dashboard import Dashboard
-        from fbvision.run.report import add_evidence, add_previews, build_report, write_report
-
         self.start()
-        dash = Dashboard(self, enabled=self.dashboard_enabled)
+        dash = Dashboard(self, enabled=self.dashboard_enabled, force_terminal=self.force_terminal)
         self.on_progress = lambda: dash.update(force=True)
         t_start = time.monotonic()
         try:

@@ -130,7 +130,7 @@ def test_documented_acl_users_run_every_stage_and_refuse_the_rest(tmp_path):
             assert stats.get("cmdstat_xgroup|delconsumer", {}).get("calls", 0) > 0, sorted(stats)  # it did run
 
             # The dashboard/report readers, as fbv-runner (read-only).
-            from fbvision.run.dashboard import collect
+            from fbvision.run.state import collect
 
             class _Run:
                 transport = runner

@@ -54,9 +54,10 @@ def server():
 
 @pytest.mark.timeout(60)
 def test_bad_ids_from_redis_are_skipped_and_counted_never_a_crash(server, tmp_path):
-    from fbvision.run.dashboard import Dashboard, collect
+    from fbvision.run.dashboard import Dashboard
     from fbvision.run.report import build_report, render_markdown
     from fbvision.run.runner import PipelineRun
+    from fbvision.run.state import collect
 
     t = Transport(server.url, result_partitions=4)
     raw = server.client()

@@ -12,8 +12,9 @@ import pytest
 
 from fbvision.core.metrics import LatencyStats, snapshot
 from fbvision.lab.replay import snapshot_name
-from fbvision.run.dashboard import FPS_WINDOW_S, Dashboard, latency_table
+from fbvision.run.dashboard import FPS_WINDOW_S, Dashboard
 from fbvision.run.report import machine, onnxruntime_build
+from fbvision.run.state import latency_table
 
 
 def test_fps_is_a_rate_over_a_stated_window_and_does_not_flicker():

@@ -121,7 +121,7 @@ def test_benchmark_engine_specs_select_it():
 
 
 def test_dashboard_reads_busy_fraction_and_the_simulated_label_from_snapshots():
-    from fbvision.run.dashboard import any_simulated, engine_busy
+    from fbvision.run.state import any_simulated, engine_busy
 
     state = {"snapshots": {
         "inference:w1": {"engine_busy_fraction": 0.93, "engine_simulated": True},
