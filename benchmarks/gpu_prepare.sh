@@ -19,7 +19,7 @@ mkdir -p "$CARRY/wheels" "$CARRY/debs"
 pins=$("$PY" - <<'PYEOF'
 from importlib.metadata import version
 names = ["pydantic", "pydantic_core", "annotated-types", "typing-inspection", "typing_extensions", "redis",
-         "supervision", "trackers", "pyDeprecate", "defusedxml"]
+         "pydantic-settings", "python-dotenv", "supervision", "trackers", "pyDeprecate", "defusedxml", "onnx2torch"]
 print(" ".join(f"{n}=={version(n)}" for n in names))
 PYEOF
 )

@@ -31,8 +31,9 @@ def test_torch_engine_matches_onnxruntime(benchmark, prof):
     engine = common.make_engine(model, "torch-cpu")
     rows = benchmark.pedantic(compare_with_ort, args=(model, engine, (1, 3)), rounds=1, iterations=1)
     for row in rows:
-        assert row["max_box_diff_px"] < 0.05, rows
-        assert row["max_score_diff"] < 1e-3, rows
+        # onnx2torch against ONNX Runtime, float32 on the CPU: scores to 1e-4 (issue 24), boxes to 1/100 px
+        assert row["max_box_diff_px"] < 0.01, rows
+        assert row["max_score_diff"] < 1e-4, rows
     benchmark.extra_info.update(kind="torch_check", provider=engine.provider, vs_ort=rows)
 
 

@@ -131,13 +131,13 @@ def test_torch_only_options_are_refused_for_ort(tiny_onnx):
         build_engine(ModelConfig(path=tiny_onnx, providers=["cpu"]), device="cuda")
 
 
-@pytest.mark.parametrize("missing", ["torch", "onnx"])
+@pytest.mark.parametrize("missing", ["torch", "onnx", "onnx2torch"])
 def test_torch_engine_without_torch_is_a_config_error(tiny_onnx, monkeypatch, missing):
     monkeypatch.setitem(sys.modules, missing, None)  # `import <missing>` now raises ImportError
     with pytest.raises(ConfigError) as exc:
         build_engine(ModelConfig(path=tiny_onnx, engine="torch"))
     msg = str(exc.value)
-    assert msg.startswith("model.engine: 'torch' needs torch and onnx installed")
+    assert msg.startswith("model.engine: 'torch' needs torch, onnx and onnx2torch installed")
     assert missing in msg and "model.engine: ort" in msg and "pip install" in msg
 
 

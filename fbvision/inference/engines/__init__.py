@@ -35,8 +35,9 @@ def _require(modules: tuple[str, ...], engine: str) -> None:
         except ImportError as exc:
             missing.append(f"{name} ({exc})")
     if missing:
+        needs = f"{', '.join(modules[:-1])} and {modules[-1]}" if len(modules) > 1 else modules[0]
         raise ConfigError(
-            f"model.engine: {engine!r} needs {' and '.join(modules)} installed, and this environment lacks "
+            f"model.engine: {engine!r} needs {needs} installed, and this environment lacks "
             f"{', '.join(missing)}; install them (pip install -e '.[export]') or set model.engine: ort"
         )
 
@@ -93,7 +94,7 @@ def build_engine(
             model_info=model_info,
         )
     if model.engine == "torch":
-        _require(("torch", "onnx"), "torch")
+        _require(("torch", "onnx", "onnx2torch"), "torch")
         from fbvision.inference.engines.pytorch import TorchEngine
 
         return TorchEngine(
