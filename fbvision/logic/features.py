@@ -13,6 +13,7 @@ sensible size head-on), so it does not depend on how far the horse is from the c
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 from collections import deque
@@ -77,9 +78,19 @@ def is_lying(aspect: float, rel_height: float, config: FeatureConfig) -> bool:
     return aspect >= config.fallback_lying_aspect
 
 
+def sorted_percentile(values: list[float], q: float) -> float:
+    """``np.percentile(values, q)`` (its default, linear interpolation) of an already sorted, non-empty list: the
+    baseline is updated on every sample, and ``np.percentile`` costs ~0.35 ms a call where this costs ~1 us."""
+    pos = (len(values) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(values) - 1)
+    return float(values[lo] + (values[hi] - values[lo]) * (pos - lo))
+
+
 @dataclass
 class _TrackState:
     heights: deque[float]
+    sorted_heights: list[float] = field(default_factory=list)  # the same samples, sorted (the percentile's input)
     prior_baseline: float | None = None
     last_sample_t: float | None = None
     baseline: float | None = None
@@ -191,9 +202,12 @@ class FeatureExtractor:
             and h > 0
             and (state.last_sample_t is None or t - state.last_sample_t >= cfg.baseline_sample_interval_s)
         ):
+            if len(state.heights) == state.heights.maxlen:  # the oldest sample leaves both
+                del state.sorted_heights[bisect.bisect_left(state.sorted_heights, state.heights[0])]
             state.heights.append(h)
+            bisect.insort(state.sorted_heights, h)
             state.last_sample_t = t
-            state.baseline = float(np.percentile(np.fromiter(state.heights, float), cfg.baseline_percentile))
+            state.baseline = sorted_percentile(state.sorted_heights, cfg.baseline_percentile)
 
         speed = self._speed(state, t, (x1 + x2) / 2, (y1 + y2) / 2, w, h)
         state.last_box = box

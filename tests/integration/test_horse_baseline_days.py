@@ -17,6 +17,7 @@ LEARN = {"min_days": 2}  # two learning days keep the scenarios short
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # ~150 s alone; two of these share the parallel pass's two cores with everything else
 def test_baseline_catches_a_bout_abnormal_for_a_short_napper_that_fixed_misses():
     fixed, adaptive = horseday.evaluate_baseline(("short_napper",), n_days=3, **LEARN)
     assert fixed["events"] == adaptive["events"] == 1
@@ -26,6 +27,7 @@ def test_baseline_catches_a_bout_abnormal_for_a_short_napper_that_fixed_misses()
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_baseline_stops_the_long_sleepers_nightly_false_alarms_and_still_catches_its_long_bout():
     fixed, adaptive = horseday.evaluate_baseline(("long_sleeper",), n_days=4, **LEARN)
     assert fixed["caught"] == adaptive["caught"] == 1

@@ -9,7 +9,7 @@ import pytest
 import supervision as sv
 
 from fbvision.core.logic_config import FeatureConfig
-from fbvision.logic.features import FeatureExtractor, TrackFeatures, is_lying
+from fbvision.logic.features import FeatureExtractor, TrackFeatures, is_lying, sorted_percentile
 
 FPS = 5.0
 FRAME = (1280, 720)
@@ -136,3 +136,26 @@ def test_track_back_after_a_gap_keeps_its_baseline_and_its_speed_reference():
     # Lying when found again much later: judged against the standing baseline, not the aspect fallback.
     (down,) = [f for f in fx.update(dets((1, LYING)), t=60.0, seq=300, frame_size=FRAME) if f.present]
     assert down.lying and down.rel_height == pytest.approx(0.4) and math.isnan(down.speed_bl_s)
+
+
+@pytest.mark.parametrize("q", [0.0, 37.5, 90.0, 100.0])
+def test_sorted_percentile_is_numpys_linear_percentile(q):
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 5, 60):
+        values = rng.uniform(50, 400, n)
+        assert sorted_percentile(sorted(values.tolist()), q) == pytest.approx(np.percentile(values, q), rel=1e-12)
+
+
+def test_the_baseline_is_the_percentile_of_the_samples_kept_after_the_oldest_leave():
+    # Heights that drift, more samples than the window keeps: the running sorted copy must drop exactly the
+    # evicted ones (a wrong removal would show as a baseline off the window's percentile).
+    cfg = FeatureConfig(baseline_samples=7, baseline_sample_interval_s=0.0)
+    fx = FeatureExtractor("c", cfg)
+    for i in range(40):
+        h = 300.0 + 7.0 * ((i * 5) % 11)
+        fx.update(dets((1, (400.0, 500.0 - h, 700.0, 500.0))), t=float(i), seq=i, frame_size=FRAME)
+        state = fx._tracks[1]
+        assert len(state.heights) == min(i + 1, 7)
+        assert state.sorted_heights == sorted(state.heights)
+        assert state.baseline == pytest.approx(np.percentile(list(state.heights), cfg.baseline_percentile),
+                                               rel=1e-12)
