@@ -8,7 +8,9 @@ Loaded from YAML, then overridden from the environment:
   ``EnvSettingsSource`` (prefix, ``__`` nesting, case-insensitive names); a list or section value is parsed as
   YAML (JSON is YAML), ``null`` is None, a scalar is converted by the field's type. Two things pydantic-settings
   does not do are done here: a list index (``CAMERAS__0``) sets that item of the file's list, and a variable
-  whose section does not exist (``FBV_INFRENCE__X``) is an unknown field, not silently ignored.
+  whose section does not exist (``FBV_INFRENCE__X``) is an unknown field, not silently ignored. A variable
+  without ``__`` that names no section (``FBV_BENCH_QUICK``, ``FBV_BACKEND_TOKEN``) belongs to another tool of
+  the project and is left alone.
 
 Every model derives from :class:`~fbvision.core.configbase.ConfigModel` (unknown keys refused), and every field
 has a description and bounds. An invalid file fails at start with :class:`ConfigError`, whose message names each
@@ -548,7 +550,9 @@ def apply_env_overrides(tree: dict, environ: Mapping[str, str], origins: Origins
         path = [p.lower() for p in key[len(ENV_PREFIX):].split("__") if p] if key.upper().startswith(ENV_PREFIX) else []
         if not path:
             continue
-        if path[0] not in sections:  # pydantic-settings reads known sections only: an unknown one is a mistake
+        if path[0] not in sections and len(path) == 1:
+            continue  # FBV_BENCH_QUICK, FBV_BACKEND_TOKEN ...: another tool's variable, not a config path
+        if path[0] not in sections:  # FBV_<X>__<Y> for an X that is no section: a misspelt one, a mistake
             overrides[path[0]] = environ[key] if len(path) == 1 else _nest(path[1:], environ[key])
             if origins is not None:  # the error is on the section itself
                 origins.setdefault((path[0],), key)

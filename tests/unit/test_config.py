@@ -155,6 +155,16 @@ def test_an_env_variable_for_a_section_that_does_not_exist_is_an_error_not_ignor
     assert "[from environment variable FBV_INFRENCE__MAX_BATCH]" in str(exc.value)
 
 
+def test_the_projects_other_fbv_variables_are_not_config(tmp_path):
+    # The benchmarks, notebooks and backend read FBV_* variables of their own (docs/benchmarks.md, docs/alerts.md):
+    # with one set, `fbvision run` must still start (it refused "bench_quick: unknown field" under `make bench`).
+    s = load_settings(write(tmp_path, "{}"), environ={"FBV_BENCH_QUICK": "0", "FBV_BACKEND_TOKEN": "x" * 20,
+                                                     "FBV_NOTEBOOK_FULL": "1", "FBV_INFERENCE__MAX_BATCH": "4"})
+    assert s.inference.max_batch == 4
+    with pytest.raises(ConfigError, match="infrence: unknown field"):  # a path (with __) is still checked
+        load_settings(write(tmp_path, "{}"), environ={"FBV_BENCH_QUICK": "0", "FBV_INFRENCE__MAX_BATCH": "4"})
+
+
 def test_env_values_are_typed_by_the_field_lists_and_null_as_yaml(tmp_path):
     s = load_settings(write(tmp_path, "runner: {prometheus_port: 9100}\n"), environ={
         "FBV_MODEL__PROVIDERS": "[cpu]", "FBV_RUNNER__PROMETHEUS_PORT": "null", "fbv_camera__jpeg_quality": "70",
