@@ -286,7 +286,8 @@ def test_peer_ratios():
     summary = ratios(_ROWS)
     machine = common.machine_info()
     lines = [f"# Peer benchmark ({time.strftime('%Y-%m-%d %H:%M')})", "",
-             f"Machine: {machine.get('cpu')}, {machine.get('cores')} cores; flags {machine.get('cpu_flags')}", "",
+             f"Machine: {machine.get('cpu')} ({machine.get('cpu_family_model')}), {machine.get('cores')} cores; "
+             f"flags {' '.join(machine.get('cpu_flags') or []) or '?'}", "",
              "| row | frames/s | CPU ms/frame | notes |", "|---|---|---|---|"]
     for key, r in _ROWS.items():
         note = ""
