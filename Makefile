@@ -1,6 +1,8 @@
 # The commands of the Quickstart. Each does its own set-up on a fresh machine.
 PY := .venv/bin/python
 PYTEST_ARGS ?=
+# Each pass ends with its slowest tests (the CI log is the suite's time profile).
+DURATIONS ?= --durations=30 --durations-min=5
 
 .PHONY: run test lab bench setup-run setup-test setup-lab lint clean
 
@@ -11,8 +13,8 @@ run: setup-run
 # in two passes (conftest.py): the parallel-safe tests two at a time, then the serial ones alone. Both always run;
 # exit 5 (nothing selected, e.g. PYTEST_ARGS naming one file) counts as passed.
 test: setup-test
-	@$(PY) -m pytest tests notebooks benchmarks --nbmake -m "not serial" -n 2 --dist worksteal $(PYTEST_ARGS); a=$$?; \
-	$(PY) -m pytest tests notebooks benchmarks --nbmake -m serial $(PYTEST_ARGS); b=$$?; \
+	@$(PY) -m pytest tests notebooks benchmarks --nbmake -m "not serial" -n 2 --dist worksteal $(DURATIONS) $(PYTEST_ARGS); a=$$?; \
+	$(PY) -m pytest tests notebooks benchmarks --nbmake -m serial $(DURATIONS) $(PYTEST_ARGS); b=$$?; \
 	echo "make test: parallel pass exit $$a, serial pass exit $$b"; \
 	{ [ $$a -eq 0 ] || [ $$a -eq 5 ]; } && { [ $$b -eq 0 ] || [ $$b -eq 5 ]; }
 
