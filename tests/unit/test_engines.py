@@ -152,3 +152,23 @@ def test_torch_engine_is_built_when_torch_is_there(tiny_onnx):
     out = engine.infer(np.zeros((2, 3, SIZE, SIZE), np.float32))
     assert out.shape == (2, 5, ANCHORS) and out.dtype == np.float32
     np.testing.assert_array_equal(out[1], np.arange(5 * ANCHORS, dtype=np.float32).reshape(5, ANCHORS))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_the_torch_engines_module_reads_nothing_back_from_the_device(channels_last):
+    # onnx2torch reads shape inputs (reshape targets, resize scales, split sizes) on the host; on a CUDA device each
+    # would be a sync, and inside a CUDA-graph capture an error. On the `meta` device any such read fails ("cannot
+    # copy out of meta tensor"), so a forward that runs there reads nothing back: the CPU-checkable proxy for
+    # "capturable", on the demo model (opset 18: Split-18 and Resize-18 through fbvision's converters).
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnx2torch")
+    from fbvision.core.config import DEMO_MODEL
+    from fbvision.inference.engines.pytorch import convert_module
+
+    module = convert_module(DEMO_MODEL, 2, "meta", torch.float16, channels_last=channels_last)
+    x = torch.empty(2, 3, 320, 320, device="meta", dtype=torch.float16)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        out = module(x)
+    assert out.device.type == "meta" and tuple(out.shape) == (2, 5, 2100)

@@ -94,15 +94,48 @@ def static_graph(onnx_path: str | Path, batch: int):
         return onnx.load(str(out))
 
 
+#: onnx2torch modules whose inputs after the first are shapes, sizes, scales or indices: read on the host
+#: (``.tolist()``, ``if torch.any(...)``) in their forward.
+_SHAPE_INPUT_MODULES = frozenset({"OnnxReshape", "OnnxResize", "OnnxSlice", "OnnxSplit13", "OnnxSplit", "OnnxExpand",
+                                  "OnnxTile", "OnnxConstantOfShape"})
+
+
+def _shape_constants(module) -> list[tuple[Any, str]]:
+    """(owning module, buffer name) of every constant that feeds a shape input of a :data:`_SHAPE_INPUT_MODULES`
+    node of the converted fx graph."""
+    import torch
+
+    found = []
+    for node in module.graph.nodes:
+        if node.op != "call_module" or type(module.get_submodule(node.target)).__name__ not in _SHAPE_INPUT_MODULES:
+            continue
+        for arg in (*node.args[1:], *node.kwargs.values()):
+            if isinstance(arg, torch.fx.Node) and arg.op == "get_attr":
+                owner, _, name = arg.target.rpartition(".")
+                found.append((module.get_submodule(owner) if owner else module, name))
+    return found
+
+
 def convert_module(onnx_path: str | Path, batch: int, device, dtype, *, channels_last: bool = False):
-    """``onnx_path`` at batch size ``batch`` as an eval-mode PyTorch module on ``device`` in ``dtype``."""
+    """``onnx_path`` at batch size ``batch`` as an eval-mode PyTorch module on ``device`` in ``dtype``.
+
+    The tensors go to ``device``, except the constants that only say a shape (reshape targets, resize scales,
+    slice bounds, split sizes): onnx2torch reads those on the host in its forward, and on a CUDA device each read
+    would be a device-to-host copy - a sync per operator, and an error inside a CUDA-graph capture. They stay on
+    the CPU in their own dtype (tests/unit/test_engines.py runs the module on the ``meta`` device, where any such
+    read fails, to prove none is left)."""
     import torch
     from onnx2torch import convert
 
     _register_opset18_converters()
-    module = convert(static_graph(onnx_path, batch)).eval().to(device=device, dtype=dtype)
+    module = convert(static_graph(onnx_path, batch)).eval()
+    host = [(owner, name, owner._buffers[name]) for owner, name in _shape_constants(module)
+            if name in owner._buffers]
+    module = module.to(device=device, dtype=dtype)
     if channels_last:
         module = module.to(memory_format=torch.channels_last)
+    for owner, name, original in host:
+        owner._buffers[name] = original  # the CPU tensor as converted (dtype and values untouched)
     return module
 
 
