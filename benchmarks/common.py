@@ -249,23 +249,6 @@ def _gpu_names() -> list[str]:
         return []
 
 
-def _cpu_family_model() -> str | None:
-    """``family F model M`` of the first CPU in /proc/cpuinfo (e.g. 25/1: AMD Zen 3), None elsewhere."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return None
-    fields = {}
-    for line in text.splitlines():
-        if not line.strip():
-            break
-        key, _, value = line.partition(":")
-        fields[key.strip()] = value.strip()
-    if "cpu family" not in fields:
-        return None
-    return f"family {fields['cpu family']} model {fields.get('model', '?')}"
-
-
 def machine_info() -> dict:
     """What the numbers were measured on. Load average matters: these are wall-clock timings."""
     import cv2
@@ -281,11 +264,12 @@ def machine_info() -> dict:
         load = None
     from fbvision.run.report import machine
 
+    host = machine()  # the run report's reader of /proc/cpuinfo
     return {
         "cpu": cpu_model(),
         # the features that decide the model's speed on a CPU, and family/model (two "AMD EPYC"s differ 3-5x)
-        "cpu_flags": machine()["cpu_flags"],
-        "cpu_family_model": _cpu_family_model(),
+        "cpu_flags": host["cpu_flags"],
+        "cpu_family_model": host["cpu_family_model"],
         "cores": os.cpu_count(),
         "cores_usable": affinity,
         "memory_gb": _mem_total_gb(),

@@ -35,8 +35,11 @@ def _cpu_quota() -> float | None:
 def machine() -> dict:
     cpu = platform.processor() or ""
     flags: list[str] = []
+    first: dict[str, str] = {}  # the first CPU's fields
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            first.setdefault(key.strip(), value.strip())
             if line.startswith("model name") and cpu == (platform.processor() or ""):
                 cpu = line.split(":", 1)[1].strip()
             elif line.startswith(("flags", "Features")) and not flags:
@@ -44,12 +47,16 @@ def machine() -> dict:
                 flags = [f for f in CPU_FLAGS if f in have]
     except OSError:
         pass
+    # Family and model tell two CPUs of the same name apart (two "AMD EPYC"s differ 3-5x per operation).
+    family_model = (f"family {first['cpu family']} model {first.get('model', '?')}"
+                    if "cpu family" in first else None)
     try:
         usable = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         usable = os.cpu_count()
     return {"host": platform.node(), "os": platform.platform(), "python": platform.python_version(),
-            "cpu": cpu, "cores": os.cpu_count(), "cpu_flags": flags, "usable_cpus": usable,
+            "cpu": cpu, "cpu_family_model": family_model, "cores": os.cpu_count(), "cpu_flags": flags,
+            "usable_cpus": usable,
             "cpu_quota": _cpu_quota(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
 
 
@@ -335,7 +342,8 @@ def render_markdown(r: dict) -> str:
         "# fbvision run report",
         "",
         f"- when: {_ts(r['started_at'])} → {_ts(r['ended_at'])} ({r['duration_s']} s), ended by: {r['exit_reason']}",
-        f"- machine: {m['cpu']} × {m['cores']} cores, {m['os']}, Python {m['python']}",
+        f"- machine: {m['cpu']}{f' ({fm})' if (fm := m.get('cpu_family_model')) else ''} × {m['cores']} cores, "
+        f"{m['os']}, Python {m['python']}",
         f"- CPU flags: {' '.join(m.get('cpu_flags') or []) or '-'}; usable CPUs {m.get('usable_cpus')}, "
         f"cgroup quota {m.get('cpu_quota') or 'none'}, OMP_NUM_THREADS {m.get('omp_num_threads') or 'unset'}, "
         f"model.intra_op_threads {r.get('intra_op_threads', '-')} (0 = ONNX Runtime's default), "
